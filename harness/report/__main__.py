@@ -1,0 +1,58 @@
+"""python -m harness.report SWEEP_DIR [--out DIR]
+python -m harness.report --wandb ENTITY/PROJECT --group NAME [--out DIR]   (default --out ./report-NAME)
+
+Build the sweep report (report.md, report.csv, curves.png, lr_sensitivity.png,
+sparsity_by_kind.png) and print the main table. Exit status 2, with one line on stderr, when
+SWEEP_DIR does not exist or holds no trials (or the W&B group has no runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import build_report, print_summary
+from .collect import collect
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", nargs="?", help="folder holding the trial folders (any depth)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from W&B instead")
+    parser.add_argument("--group", help="W&B group (the sweep's name); with --wandb")
+    parser.add_argument("--out", help="write the report here (default: SWEEP_DIR, or ./report-GROUP)")
+    args = parser.parse_args(argv)
+
+    if args.wandb:
+        if not args.group:
+            return _fail("--wandb needs --group NAME")
+        from .wandb_source import fetch_rows
+
+        rows = fetch_rows(args.wandb, args.group)
+        if not rows:
+            return _fail(f"no W&B runs in {args.wandb} with group {args.group!r}")
+        out = Path(args.out or f"report-{args.group}")
+        title = f"Sweep report: {args.wandb} group {args.group}"
+    else:
+        if not args.sweep_dir:
+            return _fail("give SWEEP_DIR, or --wandb ENTITY/PROJECT --group NAME")
+        sweep = Path(args.sweep_dir)
+        if not sweep.is_dir():
+            return _fail(f"sweep folder not found: {sweep}")
+        rows = collect(sweep)
+        if not rows:
+            return _fail(f"no trials in {sweep} (no result.json or .hydra/overrides.yaml below it)")
+        out = Path(args.out or sweep)
+        title = f"Sweep report: {sweep.resolve().name}"
+    print_summary(rows, build_report(rows, out, title=title))
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"harness.report: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

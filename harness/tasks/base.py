@@ -1,0 +1,35 @@
+"""What a task is: train/eval problems, how a problem becomes chat messages, and its verifier.
+
+A verifier is a plain module-level callable `(completion: str, answer: str) -> float` (picklable, so
+harness.tasks.verify can run it in a separate process with a time limit). Model output is only
+ever parsed as text: never executed, never passed to eval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+Verifier = Callable[[str, str], float]
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str  # the problem text that fills {question} in the prompt template
+    answer: str  # the reference answer, as text
+
+
+@dataclass
+class Task:
+    name: str
+    train: list[Problem]
+    eval: list[Problem]
+    verifier: Verifier
+    prompt_template: str
+    system_prompt: Optional[str] = None
+
+    def messages(self, problem: Problem) -> list[dict[str, str]]:
+        """Chat messages for one problem (the tokenizer's chat template turns them into tokens)."""
+        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        msgs.append({"role": "user", "content": self.prompt_template.replace("{question}", problem.question)})
+        return msgs
