@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.config import register
-from harness.preflight import check_overrides
+from harness.preflight import REPO, check_overrides
 
 register()
 
@@ -63,6 +63,8 @@ def cli() -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+    if not any(a.startswith("hydra.searchpath") for a in sys.argv[1:]):
+        sys.argv.append(f"hydra.searchpath=[file://{REPO}]")  # saved sweeps: +sweeps=NAME (sweeps/NAME.yaml)
     main()
 
 

@@ -130,6 +130,9 @@ def register() -> None:
     cs.store(group="schema", name="trainer", node=TrainerConfig)
     cs.store(group="schema", name="rollout", node=RolloutConfig)
     cs.store(group="schema", name="logger", node=LoggerConfig)
+    from harness.sweepers import register as register_sweepers
+
+    register_sweepers()  # hydra/sweeper=grid|optuna, which conf/config.yaml and sweeps/ select
 
 
 def to_dict(cfg: Any) -> dict:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
 
 
 def group_options(group: str, conf_dir: Path = CONF) -> list[str] | None:
-    d = conf_dir / group
+    d = REPO / "sweeps" if group == "sweeps" else conf_dir / group
     if not d.is_dir():
         return None
     return sorted(p.stem for p in d.glob("*.yaml"))

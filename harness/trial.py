@@ -71,7 +71,7 @@ def build_rollout(cfg: Any, model, tokenizer, model_dir: str, device: torch.devi
     if cfg.rollout.backend == "vllm":
         from harness.rollout.vllm import VLLMRollout
 
-        return VLLMRollout(cfg.rollout, model_dir, cfg.seed, device)
+        return VLLMRollout(cfg.rollout, model_dir, cfg.seed, device, eos_token_id=tokenizer.eos_token_id)
     from harness.rollout.hf import HFRollout
 
     return HFRollout(model, tokenizer.eos_token_id, tokenizer.pad_token_id, getattr(torch, cfg.model.dtype),

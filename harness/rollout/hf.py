@@ -48,7 +48,7 @@ class HFRollout:
         greedy = sampling.temperature == 0.0
         gen_cfg = GenerationConfig(
             do_sample=not greedy, temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p, top_k=None, num_return_sequences=sampling.n,
+            top_p=None if greedy else sampling.top_p, top_k=0, num_return_sequences=sampling.n,  # 0: no top-k (None means 50)
             max_new_tokens=sampling.max_new_tokens, eos_token_id=self.eos, pad_token_id=self.pad,
             use_cache=True)
         with self._autocast():
