@@ -92,6 +92,8 @@ class TrainerConfig:
     diagnostics: bool = MISSING  # optimizer diagnostics and update norm (one extra copy of the params)
     rank_energy: float = MISSING  # effective rank: smallest k holding this share of the update's energy
     log_completions: int = MISSING  # sample completions kept per eval / step for W&B tables
+    checkpoint_every: int = MISSING  # save a checkpoint every N steps (0: only on a pre-timeout signal)
+    keep_checkpoint: bool = MISSING  # keep checkpoint.pt once the trial has its result
 
 
 @dataclass

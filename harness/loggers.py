@@ -25,6 +25,9 @@ class NoLogger:
     def finish(self, summary: dict, failed: bool = False) -> None:
         pass
 
+    def preempted(self) -> None:
+        pass
+
 
 def run_id_for(trial_dir: str | os.PathLike) -> str:
     """A deterministic W&B run id: the same trial folder resumes the same run."""
@@ -55,6 +58,11 @@ class WandbLogger:
             if k != "provenance" and v is not None:
                 self.run.summary[k] = v
         self.run.finish(exit_code=1 if failed else 0)
+
+    def preempted(self) -> None:
+        """The job will be requeued: the run stays resumable under the same id."""
+        self.run.mark_preempting()
+        self.run.finish(exit_code=0)
 
 
 def build_logger(cfg: Any, trial_dir: Path, name: str, config: dict, group: Optional[str],

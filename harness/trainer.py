@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
+
+from pathlib import Path
 
 import torch
 
@@ -42,6 +45,11 @@ class TrialFailed(RuntimeError):
     """The trial cannot go on (all steps skipped, weights non-finite): recorded as status=failed."""
 
 
+class Preempted(BaseException):
+    """A pre-timeout / preemption signal arrived: a checkpoint was saved, the job should requeue.
+    A BaseException, so no `except Exception` records it as a failure."""
+
+
 @dataclass
 class StepBatch:
     problems: list[Problem]
@@ -53,7 +61,7 @@ class StepBatch:
 class GRPOTrainer:
     def __init__(self, cfg: Any, model: torch.nn.Module, tokenizer: Any, task: Task, rollout: Rollout,
                  optimizer: torch.optim.Optimizer, device: torch.device,
-                 log: Callable[[dict, int], None], seed: int):
+                 log: Callable[[dict, int], None], seed: int, checkpoint_path: Optional[Path] = None):
         self.cfg, self.t = cfg, cfg.trainer
         self.model, self.tok, self.task, self.rollout, self.opt = model, tokenizer, task, rollout, optimizer
         self.device, self.log, self.seed = device, log, seed
@@ -74,6 +82,8 @@ class GRPOTrainer:
         self.max_grad_bytes = 0
         self.verify_errors = self.verify_timeouts = 0
         self._prompt_cache: dict[str, list[int]] = {}
+        self.checkpoint_path = checkpoint_path
+        self.preempt_requested = False  # set by a signal handler; honoured between steps
 
     # ---------------------------------------------------------------- helpers
     def autocast(self):
@@ -237,7 +247,7 @@ class GRPOTrainer:
                 upd = self.update(sb, rewards)
             secs = {k: self.phases.seconds[k] - before.get(k, 0.0) for k in ("rollout", "reward", "update")}
             n_tok = sb.batch.num_tokens
-            m = {"step": step, "train/reward_mean": rewards.mean().item(), "train/reward_std": rewards.std().item(),
+            m = {"step": step + 1, "train/reward_mean": rewards.mean().item(), "train/reward_std": rewards.std().item(),
                  "train/groups_all_equal": _groups_all_equal(rewards, t.group_size),
                  "train/response_len_mean": n_tok / len(sb.texts),
                  "train/finished_frac": sum(sb.finished) / len(sb.finished),
@@ -262,11 +272,66 @@ class GRPOTrainer:
             self.log(m, step + 1)
             if progress:
                 progress(self.step, m)
+            every = t.checkpoint_every
+            if self.checkpoint_path is not None and (self.preempt_requested or (every and self.step % every == 0)):
+                self.save_checkpoint(self.checkpoint_path)
+            if self.preempt_requested:
+                raise Preempted(f"checkpoint saved at step {self.step}")
         if self.updates_applied == 0:
             raise TrialFailed(f"every step was skipped ({self.skipped} of {t.steps}): the loss or grad norm was not finite")
         with self.phases.phase("eval"):
             acc = self.evaluate(self.step)
         self.log({"eval/accuracy": acc}, self.step)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        import numpy as np
+
+        return {
+            "step": self.step, "updates_applied": self.updates_applied, "skipped": self.skipped,
+            "consecutive_skips": self.consecutive_skips, "history": self.history,
+            "max_grad_bytes": self.max_grad_bytes, "verify_errors": self.verify_errors,
+            "verify_timeouts": self.verify_timeouts,
+            "model": {n: p.detach().cpu() for n, p in self.model.named_parameters()},
+            "optimizer": self.opt.state_dict(),
+            "phases": {"seconds": self.phases.seconds, "calls": self.phases.calls, "peak_bytes": self.phases.peak_bytes},
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        import numpy as np
+
+        with torch.no_grad():
+            params = dict(self.model.named_parameters())
+            for n, v in sd["model"].items():
+                params[n].copy_(v)
+        self.opt.load_state_dict(sd["optimizer"])
+        for k in ("step", "updates_applied", "skipped", "consecutive_skips", "history", "max_grad_bytes",
+                  "verify_errors", "verify_timeouts"):
+            setattr(self, k, sd[k])
+        self.phases.seconds.update(sd["phases"]["seconds"])
+        self.phases.calls.update(sd["phases"]["calls"])
+        self.phases.peak_bytes.update(sd["phases"]["peak_bytes"])
+        torch.set_rng_state(sd["rng"]["torch"])
+        random.setstate(sd["rng"]["python"])
+        np.random.set_state(sd["rng"]["numpy"])
+        if sd["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(sd["rng"]["cuda"])
+        self.rollout.sync_weights(self.model)  # the engine started from the initial weights
+
+    def save_checkpoint(self, path: Path) -> None:
+        """Atomic: a job killed while saving leaves the previous checkpoint intact. The sidecar
+        checkpoint.json (written last) tells a restarted job the step without loading the weights."""
+        from harness.results import atomic_write_json
+
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        atomic_write_json(path.with_suffix(".json"), {"step": self.step, "file": path.name})
+
+    def load_checkpoint(self, path: Path) -> None:
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
 
     def close(self) -> None:
         self.verifier.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hydra.utils
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ from omegaconf import OmegaConf
 from harness.measure.memory import param_bytes
 from harness.measure.sparsity import update_sparsity
 from harness.results import MetricsFile, atomic_write_json
+from harness.trainer import Preempted
 from harness.validate import ConfigError, validate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,8 +103,11 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     result: dict = {"status": "failed", "error": None, "trial": info}
-    metrics = MetricsFile(out / "metrics.jsonl")
+    ckpt = out / "checkpoint.pt"
+    resume_step = _checkpoint_step(ckpt)
+    metrics = MetricsFile(out / "metrics.jsonl", keep_steps_below=resume_step)
     logger = trainer = rollout = None
+    preempted = False
     try:
         from harness.loggers import build_logger
         from harness.models import load_model, load_tokenizer, resolve_model_dir
@@ -128,8 +133,16 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
             metrics.write({"step": step, **m} if "step" not in m else m)
             logger.log(m, step)
 
-        trainer = GRPOTrainer(cfg, model, tokenizer, task, rollout, optimizer, device, log, cfg.seed)
+        trainer = GRPOTrainer(cfg, model, tokenizer, task, rollout, optimizer, device, log, cfg.seed,
+                              checkpoint_path=ckpt)
+        if resume_step is not None:
+            trainer.load_checkpoint(ckpt)
+            result["resumed_from_step"] = resume_step
+            print(f"[harness] {out}: resumed from the checkpoint at step {resume_step}", file=sys.stderr)
+        _on_signal(signal.SIGUSR2, lambda: setattr(trainer, "preempt_requested", True))
         bar = _progress_bar(cfg.trainer.steps, info["name"]) if progress else None
+        if bar is not None:
+            bar.update(trainer.step)
 
         def on_step(step: int, m: dict) -> None:
             if bar is not None:
@@ -148,6 +161,8 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
         result["perf/setup_s"] = setup_s
         result["status"] = "ok"
         _log_tables(logger, trainer)
+    except Preempted:
+        preempted = True  # checkpoint saved: no result; the requeued job resumes
     except Exception as e:  # noqa: BLE001 - a failed trial is recorded, never kills the sweep
         result["status"] = "failed"
         result["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:500]
@@ -161,11 +176,61 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
         metrics.close()
         if rollout is not None:
             rollout.close()
-        atomic_write_json(out / "result.json", result)
-        if logger is not None:
-            logger.finish({k: v for k, v in result.items() if not isinstance(v, (dict, list)) or k.startswith(("eval/", "train/", "trial"))},
-                          failed=result["status"] != "ok")
+        if preempted:
+            if logger is not None:
+                logger.preempted()
+        else:
+            atomic_write_json(out / "result.json", result)
+            if logger is not None:
+                logger.finish({k: v for k, v in result.items()
+                               if not isinstance(v, (dict, list)) or k.startswith(("eval/", "train/", "trial"))},
+                              failed=result["status"] != "ok")
+            if not cfg.trainer.keep_checkpoint:
+                ckpt.with_suffix(".json").unlink(missing_ok=True)
+                ckpt.unlink(missing_ok=True)
+    if preempted:
+        _requeue(signal.SIGUSR2)
     return result
+
+
+_previous_handlers: dict[int, Any] = {}
+
+
+def _on_signal(signum: int, flag: Any) -> None:
+    """Note the signal (the trainer checkpoints between steps), remembering who handled it before
+    (submitit: requeue the job). Only the main thread can set handlers."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    prev = signal.getsignal(signum)
+    if not getattr(prev, "_harness", False):
+        _previous_handlers[signum] = prev
+
+    def handler(sig, frame):
+        print(f"[harness] signal {sig}: checkpointing after this step", file=sys.stderr, flush=True)
+        flag()
+
+    handler._harness = True  # type: ignore[attr-defined]
+    signal.signal(signum, handler)
+
+
+def _requeue(signum: int) -> None:
+    """Hand the signal to whoever handled it before us: under submitit that requeues the job."""
+    prev = _previous_handlers.get(signum)
+    if callable(prev):
+        prev(signum, None)
+    sys.exit(128 + signum)  # no requeue handler: exit as if killed by the signal
+
+
+def _checkpoint_step(path: Path) -> Optional[int]:
+    """The step of the checkpoint in the trial folder (from its sidecar), or None: start from scratch."""
+    from harness.results import read_result
+
+    meta = read_result(path.with_suffix(".json"))
+    if not meta or not path.exists():
+        return None
+    return int(meta["step"])
 
 
 def make_optimizer(cfg_opt: Any, model: torch.nn.Module) -> torch.optim.Optimizer:

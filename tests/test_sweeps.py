@@ -116,8 +116,8 @@ def test_failed_trial_does_not_stop_the_sweep(cache_dir, tmp_path):
     results = {next(x for x in t.name.split(",") if x.startswith("optimizer.lr=")): json.loads((t / "result.json").read_text())
                for t in _trial_dirs(sweep)}
     assert results["optimizer.lr=0.05"]["status"] == "ok"
-    assert results["optimizer.lr=1e30"]["status"] == "failed"
-    assert "diverged" in results["optimizer.lr=1e30"]["error"]
+    assert results["optimizer.lr=1e+30"]["status"] == "failed"
+    assert "diverged" in results["optimizer.lr=1e+30"]["error"]
     report = (sweep / "report.md").read_text()
     assert "diverged" in report
 

@@ -18,14 +18,18 @@ from .tables import aggregate, best_lr_table, failed_table, main_table, to_csv
 __all__ = ["build_report", "collect", "write_report"]
 
 
-def build_report(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "Sweep report") -> Path:
-    """Write report.md, report.csv and the plots for these rows into out_dir; return report.md."""
+def build_report(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "Sweep report",
+                 extra_sections: list[str] | None = None) -> Path:
+    """Write report.md, report.csv and the plots for these rows into out_dir; return report.md.
+    extra_sections (markdown, e.g. the Optuna study's) go before the plots."""
+    from harness.results import atomic_write_text
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     from .plots import write_plots  # matplotlib is imported only when a report is written
 
     groups = aggregate(rows)
-    (out / "report.csv").write_text(to_csv(groups))
+    atomic_write_text(out / "report.csv", to_csv(groups))
     plots = write_plots(groups, out)
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "failed", "missing")}
     parts = [
@@ -39,19 +43,24 @@ def build_report(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "
         best_lr_table(groups) if groups else "No finished trials.",
         "## Failed and missing trials",
         failed_table(rows) or "None.",
+        *(extra_sections or []),
         "## Plots",
         "\n\n".join(f"![{p.stem}]({p.name})" for p in plots) or "No data to plot.",
     ]
     path = out / "report.md"
-    path.write_text("\n\n".join(parts) + "\n")
+    atomic_write_text(path, "\n\n".join(parts) + "\n")
     return path
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, echo: bool = True) -> Path:
     """Collect sweep_dir's trials and write the report (into sweep_dir unless out_dir is given);
     with echo, print the main table, the failed trials and where the report is. Returns report.md."""
+    from .study import study_section
+
     rows = collect(sweep_dir)
-    path = build_report(rows, out_dir or sweep_dir, title=f"Sweep report: {Path(sweep_dir).name}")
+    study = study_section(sweep_dir, out_dir or sweep_dir)  # an Optuna search's best trials and plot
+    path = build_report(rows, out_dir or sweep_dir, title=f"Sweep report: {Path(sweep_dir).name}",
+                        extra_sections=[study] if study else None)
     if echo:
         print_summary(rows, path)
     return path

@@ -34,3 +34,7 @@ def register() -> None:
         if cls not in subclasses:
             subclasses.append(cls)
         ConfigStore.instance().store(group="hydra/sweeper", name=name, node=conf, provider="harness")
+    # The grid is also Hydra's default sweeper (`basic`, a ConfigStore entry), so config.yaml needs no
+    # `override hydra/sweeper`: in a defaults list the first override of a group wins, and one in
+    # config.yaml would beat a sweep file's `override /hydra/sweeper: optuna`.
+    ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=GridSweeperConf, provider="harness")

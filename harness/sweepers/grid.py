@@ -47,6 +47,16 @@ def _as_override_value(v: Any) -> str:
     return str(v)
 
 
+def check_before_launch(config: Any) -> None:
+    """The launcher's own checks (SLURM answering, partition, time limit): one line and exit 2."""
+    from harness.slurm.checks import check_launcher
+
+    problem = check_launcher(config.hydra.launcher)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+
+
 def expand(common: List[str], arms: List[Dict[str, Any]], arguments: List[str],
            parser: Optional[OverridesParser] = None) -> List[List[str]]:
     """Every trial's override list: the union over arms of (common x arm x command line).
@@ -81,6 +91,7 @@ class GridSweeper(BasicSweeper):
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         jobs = self.expand(arguments)
+        check_before_launch(self.config)
         self._validate_all(jobs)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,54 @@
+"""Sweeps on a real SLURM cluster (one node on loopback, harness.local_slurm), through
+hydra/launcher=slurm_local: results in place, a failing trial recorded while the others finish,
+and a trial that times out, is requeued and resumes from its checkpoint with the same final
+metrics as an uninterrupted run. Every wait has a deadline (subprocess timeouts)."""
+
+import csv
+import json
+
+import pytest
+
+from tests.conftest import run_harness
+from tests.test_local_slurm import cluster  # noqa: F401 - the module-scoped cluster fixture
+
+pytestmark = pytest.mark.slow
+TINY = ["model=tiny", "logger=none", "threads=1", "trainer.eval_every=0", "task.num_eval=4"]
+
+
+def _results(sweep):
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.rglob("result.json")}
+
+
+def test_sweep_on_slurm_with_a_failing_trial(cluster, cache_dir, tmp_path):  # noqa: F811
+    sweep = tmp_path / "sweep"
+    p = run_harness("-m", *TINY, "hydra/launcher=slurm_local", "trainer.steps=6", "optimizer.lr=0.05,0.01,1e30",
+                    f"hydra.sweep.dir={sweep}", timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = {next(x for x in k.split(",") if x.startswith("optimizer.lr=")): v for k, v in _results(sweep).items()}
+    assert set(res) == {"optimizer.lr=0.05", "optimizer.lr=0.01", "optimizer.lr=1e+30"}
+    assert res["optimizer.lr=0.05"]["status"] == "ok" and res["optimizer.lr=0.01"]["status"] == "ok"
+    assert res["optimizer.lr=1e+30"]["status"] == "failed" and "diverged" in res["optimizer.lr=1e+30"]["error"]
+    job_ids = {r["trial"]["slurm_job_id"] for r in res.values()}
+    assert None not in job_ids and len(job_ids) >= 1  # each trial knows its SLURM job (array) id
+    rows = list(csv.DictReader((sweep / "report.csv").open()))
+    assert len(rows) == 2 and "diverged" in (sweep / "report.md").read_text()
+
+
+def test_timeout_requeue_resumes_with_the_same_metrics(cluster, cache_dir, tmp_path):  # noqa: F811
+    args = [*TINY, "optimizer=adamw", "trainer.steps=60", "trainer.prompts_per_step=4"]
+    ref = run_harness(*args, f"hydra.run.dir={tmp_path}/ref", timeout=900)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    want = json.loads((tmp_path / "ref" / "result.json").read_text())
+    assert want["perf/total_s"] > 50, "the trial must outlast the 1-minute limit for this test to mean anything"
+
+    sweep = tmp_path / "sweep"
+    p = run_harness("-m", *args, "hydra/launcher=slurm_local", "hydra.launcher.timeout_min=1",
+                    "hydra.launcher.signal_delay_s=40", "hydra.launcher.max_num_timeout=10",
+                    f"hydra.sweep.dir={sweep}", timeout=1200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (got,) = _results(sweep).values()
+    assert got["status"] == "ok", got["error"]
+    assert got.get("resumed_from_step", 0) > 0  # it was stopped by the time limit and resumed
+    for key in ("eval/accuracy_initial", "eval/accuracy_final", "train/reward_curve", "sparsity/changed_fraction_bf16",
+                "sparsity/changed_fraction_fp32", "mem/optimizer_state_bytes"):
+        assert got[key] == want[key], key
