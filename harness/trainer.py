@@ -207,7 +207,9 @@ class GRPOTrainer:
         if not all(torch.isfinite(p).all() for p in self.params):
             raise TrialFailed(f"weights became non-finite after the optimizer step at step {self.step} "
                               f"(grad norm {grad_norm:.3g}): learning rate too high?")
+        t_sync = time.perf_counter()
         self.rollout.sync_weights(self.model)
+        out["perf/sync_s"] = time.perf_counter() - t_sync
         return out
 
     def evaluate(self, step: int) -> float:

@@ -32,10 +32,15 @@ def test_sweep_on_slurm_with_a_failing_trial(cluster, cache_dir, tmp_path):  # n
     assert None not in job_ids and len(job_ids) >= 1  # each trial knows its SLURM job (array) id
     rows = list(csv.DictReader((sweep / "report.csv").open()))
     assert len(rows) == 2 and "diverged" in (sweep / "report.md").read_text()
+    from harness.status import summary
+
+    lines = summary(sweep)
+    assert "3 trials: ok 2, failed 1, not finished 0" in lines[0]
+    assert lines[1].startswith("SLURM jobs: completed")
 
 
 def test_timeout_requeue_resumes_with_the_same_metrics(cluster, cache_dir, tmp_path):  # noqa: F811
-    args = [*TINY, "optimizer=adamw", "trainer.steps=60", "trainer.prompts_per_step=4"]
+    args = [*TINY, "optimizer=adamw", "trainer.steps=700"]  # ~0.1 s a step: outlasts the 1-minute limit
     ref = run_harness(*args, f"hydra.run.dir={tmp_path}/ref", timeout=900)
     assert ref.returncode == 0, ref.stderr[-3000:]
     want = json.loads((tmp_path / "ref" / "result.json").read_text())
@@ -52,3 +57,21 @@ def test_timeout_requeue_resumes_with_the_same_metrics(cluster, cache_dir, tmp_p
     for key in ("eval/accuracy_initial", "eval/accuracy_final", "train/reward_curve", "sparsity/changed_fraction_bf16",
                 "sparsity/changed_fraction_fp32", "mem/optimizer_state_bytes"):
         assert got[key] == want[key], key
+
+
+def test_optuna_search_on_slurm(cluster, cache_dir, tmp_path):  # noqa: F811
+    """The same Optuna search runs its trials as SLURM jobs; values told to the study are the
+    trials' result.json objectives."""
+    import optuna
+    from optuna.trial import TrialState
+
+    sweep = tmp_path / "search"
+    p = run_harness("-m", "+sweeps=search_sgd", *TINY, "trainer.steps=2", "hydra/launcher=slurm_local",
+                    "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep}", timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    study = optuna.load_study(study_name=sweep.name, storage=f"sqlite:///{sweep / 'study.db'}")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for t in trials:
+        r = json.loads((sweep / t.user_attrs["dir"] / "result.json").read_text())
+        assert t.value == r["eval/accuracy_final"] and r["trial"]["slurm_job_id"]

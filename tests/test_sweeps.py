@@ -89,6 +89,9 @@ def test_real_two_trial_sweep_report_and_rerun(cache_dir, tmp_path):
     index = json.loads((sweep / "sweep_index.json").read_text())
     assert sorted(i["status"] for i in index) == ["ok", "ok"]
     assert "[sweep] trial" in p.stderr and "[sweep] finished: 2 trials, ok 2" in p.stderr
+    from harness.status import main as status_main
+
+    assert status_main([str(sweep)]) == 0
     table = (sweep / "report.csv").read_text()
 
     # the same command again: no training, same table

@@ -7,6 +7,7 @@ Skipped when vLLM is not installed, except in CI (CI=true), where a missing vLLM
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -197,3 +198,22 @@ def test_restart_in_process_bfloat16_keeps_rng(engine, model_dir, prompts):
         assert [len(g) for g in gens] == [2] * len(prompts)
     finally:
         bf16.close()
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_trial_with_vllm_writes_the_same_keys_as_hf(cache_dir, tmp_path):
+    from tests.conftest import run_harness
+
+    args = ["model=tiny", "logger=none", "trainer.steps=2", "trainer.eval_every=0", "task.num_eval=8"]
+    out = {}
+    for backend in ("hf", "vllm"):
+        p = run_harness(*args, f"rollout={backend}", f"hydra.run.dir={tmp_path}/{backend}", timeout=900)
+        assert p.returncode == 0, p.stderr[-3000:]
+        out[backend] = json.loads((tmp_path / backend / "result.json").read_text())
+        assert out[backend]["status"] == "ok", out[backend]["error"]
+    assert set(out["vllm"]) == set(out["hf"])
+    assert out["vllm"]["provenance"]["config"]["rollout"]["backend"] == "vllm"
+    assert out["vllm"]["train/steps_done"] == 2 and out["vllm"]["sparsity/changed_fraction_fp32"] > 0
+    # greedy eval on the same initial weights (fp32 engine for the tiny model): the same accuracy
+    assert out["vllm"]["eval/accuracy_initial"] == out["hf"]["eval/accuracy_initial"]

@@ -1,0 +1,22 @@
+"""Rollouts with transformers vs vLLM on the default model: tokens/s, weight-sync cost, step time.
+
+    python -m harness.bench.rollout                         # SmolLM2-135M (bf16 compute), SGD
+    python -m harness.bench.rollout --steps 6 --rounds 3 model=tiny
+
+Needs vLLM (bash .ci/vllm_setup.sh on CPU). Each (backend, round) is a real trial in a fresh
+process, alternating backends; the first step (warm-up) is left out. `sync s` is the time to load
+the trainer's weights into the engine after each optimizer step (0 for hf, which generates with
+the trained module itself); the vLLM engine's start is part of `setup s`.
+"""
+
+from __future__ import annotations
+
+from harness.bench.common import cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli({"hf": ["rollout=hf"], "vllm": ["rollout=vllm"]}, __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()
