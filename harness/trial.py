@@ -7,7 +7,6 @@ of `run_trial`: it is recorded, so a sweep goes on.
 
 from __future__ import annotations
 
-import hydra.utils
 import os
 import platform
 import signal
@@ -20,13 +19,14 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
+import hydra.utils
 import torch
 from omegaconf import OmegaConf
 
 from harness.measure.memory import param_bytes
 from harness.measure.sparsity import update_sparsity
 from harness.results import MetricsFile, atomic_write_json
-from harness.trainer import Preempted
+from harness.trainer import GRPOTrainer, Preempted
 from harness.validate import ConfigError, validate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,7 +111,6 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
     try:
         from harness.loggers import build_logger
         from harness.models import load_model, load_tokenizer, resolve_model_dir
-        from harness.trainer import GRPOTrainer
 
         torch.manual_seed(cfg.seed)
         if cfg.threads:

@@ -59,8 +59,8 @@ def test_sgd_vs_adamw_is_the_sum_of_the_grids_not_the_product():
 def test_expand_command_line_wins_and_dedupes():
     jobs = expand(["seed=0,1"], [{"optimizer": "sgd", "optimizer.lr": "0.1,0.2"}, {"optimizer": "adamw", "optimizer.lr": [1e-5]}],
                   ["seed=7"])
-    assert jobs == [["seed=7", "optimizer=sgd", "optimizer.lr=0.1"], ["seed=7", "optimizer=sgd", "optimizer.lr=0.2"],
-                    ["seed=7", "optimizer=adamw", "optimizer.lr=1e-05"]]
+    assert jobs == [["seed=7", "optimizer=sgd", "optimizer.lr=0.1"], ["seed=7", "optimizer=adamw", "optimizer.lr=1e-05"],
+                    ["seed=7", "optimizer=sgd", "optimizer.lr=0.2"]]  # interleaved across arms
 
 
 def _trial_dirs(sweep: Path):

@@ -62,16 +62,20 @@ def expand(common: List[str], arms: List[Dict[str, Any]], arguments: List[str],
     """Every trial's override list: the union over arms of (common x arm x command line).
 
     Later sources win on the same key: an arm's value replaces `common`'s, the command line both.
+    Trials are interleaved across arms (arm 1's first, arm 2's first, ..., arm 1's second, ...), so
+    a sweep stopped part-way has results for every arm, not all of the first arm's and none of the last.
     """
     parser = parser or OverridesParser.create()
-    jobs: list[list[str]] = []
+    per_arm: list[list[list[str]]] = []
     for arm in arms or [{}]:
         arm_args = [f"{k}={_as_override_value(v)}" for k, v in arm.items()]
         overrides = parser.parse_overrides(list(common) + arm_args + list(arguments))
-        for batch in BasicSweeper.split_arguments(overrides, None):
-            for job in batch:
-                if job not in jobs:
-                    jobs.append(job)
+        per_arm.append([job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch])
+    jobs: list[list[str]] = []
+    for i in range(max(len(a) for a in per_arm)):
+        for arm_jobs in per_arm:
+            if i < len(arm_jobs) and arm_jobs[i] not in jobs:
+                jobs.append(arm_jobs[i])
     return jobs
 
 
