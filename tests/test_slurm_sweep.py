@@ -46,9 +46,11 @@ def test_timeout_requeue_resumes_with_the_same_metrics(cluster, cache_dir, tmp_p
     want = json.loads((tmp_path / "ref" / "result.json").read_text())
     assert want["perf/total_s"] > 50, "the trial must outlast the 1-minute limit for this test to mean anything"
 
+    # SIGUSR2 30 s before the 1-minute limit, i.e. 30-60 s in (SLURM checks every ~30 s): after
+    # submitit has installed its handler, which it does only once the job's pickle is loaded
     sweep = tmp_path / "sweep"
     p = run_harness("-m", *args, "hydra/launcher=slurm_local", "hydra.launcher.timeout_min=1",
-                    "hydra.launcher.signal_delay_s=40", "hydra.launcher.max_num_timeout=10",
+                    "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=10",
                     f"hydra.sweep.dir={sweep}", timeout=1200)
     assert p.returncode == 0, p.stderr[-3000:]
     (got,) = _results(sweep).values()
