@@ -24,31 +24,20 @@ def _clean(x: Any) -> Any:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`: all or nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_clean(obj), f, indent=1, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """result.json and friends: JSON-safe (NaN -> null), written all or nothing."""
+    atomic_write_text(path, json.dumps(_clean(obj), indent=1))
 
 
 class MetricsFile:
     """Append-only metrics.jsonl; each line is flushed, so a killed trial keeps its steps so far."""
 
-    def __init__(self, path: str | os.PathLike, keep_steps_below: int | None = None):
+    def __init__(self, path: str | os.PathLike, keep_through_step: int | None = None):
         self.path = Path(path)
-        if keep_steps_below is not None and self.path.exists():  # resume: drop steps after the checkpoint
+        if keep_through_step is not None and self.path.exists():  # resume: keep steps <= the checkpoint step
             lines = [ln for ln in self.path.read_text().splitlines()
-                     if ln.strip() and json.loads(ln).get("step", 0) <= keep_steps_below]
+                     if ln.strip() and json.loads(ln).get("step", 0) <= keep_through_step]
             atomic_write_text(self.path, "".join(ln + "\n" for ln in lines))
-        elif keep_steps_below is None:
+        elif keep_through_step is None:
             self.path.unlink(missing_ok=True)
         self._f = self.path.open("a", encoding="utf-8")
 
@@ -61,11 +50,19 @@ class MetricsFile:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`: all or nothing."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_result(path: str | os.PathLike) -> dict | None:

@@ -26,9 +26,8 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
-
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 

@@ -105,7 +105,7 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
     result: dict = {"status": "failed", "error": None, "trial": info}
     ckpt = out / "checkpoint.pt"
     resume_step = _checkpoint_step(ckpt)
-    metrics = MetricsFile(out / "metrics.jsonl", keep_steps_below=resume_step)
+    metrics = MetricsFile(out / "metrics.jsonl", keep_through_step=resume_step)
     logger = trainer = rollout = None
     preempted = False
     try:
