@@ -23,6 +23,7 @@ import hydra.utils
 import torch
 from omegaconf import OmegaConf
 
+from harness.allocator import retain_freed_memory
 from harness.measure.memory import param_bytes
 from harness.measure.sparsity import update_sparsity
 from harness.results import MetricsFile, atomic_write_json
@@ -115,6 +116,7 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
         torch.manual_seed(cfg.seed)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        retain_freed_memory(bool(cfg.malloc_retain))
         result["provenance"] = provenance(cfg, device)
         logger = build_logger(cfg.logger, out, info["name"], result["provenance"]["config"], group,
                               tags=[info["optimizer"], str(info["model"])], job_type=info["optimizer"])

@@ -135,4 +135,6 @@ def validate(cfg: Any) -> torch.device:
         _check(cfg.logger.wandb.mode in ("offline", "online", "disabled"), "logger.wandb.mode",
                cfg.logger.wandb.mode, "allowed values are offline, online, disabled")
     _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    _check(isinstance(cfg.threads, int) and cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0 = torch's default)")
+    _check(isinstance(cfg.malloc_retain, bool), "malloc_retain", cfg.malloc_retain, "allowed values are true, false")
     return validate_device(cfg.device)

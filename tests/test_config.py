@@ -50,6 +50,8 @@ def test_first_line_of_every_config_file_is_a_command():
     ("optimizer._target_=torch.nn.Linear", "must be a torch.optim.Optimizer subclass"),
     ("optimizer.nesterov=true", "optimizer (SGD): Nesterov momentum requires a momentum"),
     ("device=tpu", "device='tpu'"),
+    ("threads=-2", "threads=-2: must be >= 0"),
+    ("malloc_retain=sometimes", "malloc_retain='sometimes': allowed values are true, false"),
     ("logger.wandb.mode=sometimes", "logger.wandb.mode='sometimes': allowed values are offline, online, disabled"),
 ])
 def test_bad_values_name_the_key(override, needle):

@@ -8,9 +8,11 @@ process really used:
 - CUDA: `torch.cuda.max_memory_allocated` since `reset_peak_memory_stats` (kind
   "cuda_max_allocated"; `read_reserved()` gives the caching allocator's reserved peak);
 - CPU: the resident-set high-water mark VmHWM from /proc/self/status, reset by writing "5" to
-  /proc/self/clear_refs (kind "cpu_rss"). Where that file is not writable (non-Linux, some
-  sandboxes) it falls back to getrusage's ru_maxrss, which can never be reset:
-  `resettable` is then False and every read is the peak since the process started.
+  /proc/self/clear_refs (kind "cpu_rss"; "cpu_rss_retained" when malloc keeps freed memory,
+  harness.allocator, and a phase's peak then includes what earlier phases left). Where that
+  file is not writable (non-Linux, some sandboxes) it falls back to getrusage's ru_maxrss,
+  which can never be reset: `resettable` is then False and every read is the peak since the
+  process started.
 
 Usage:
     tracker = PhaseTracker(device)
@@ -104,7 +106,9 @@ class PeakMemory:
             self.kind = "cuda_max_allocated"
             self.resettable = True
         else:
-            self.kind = "cpu_rss"
+            from harness.allocator import retaining
+
+            self.kind = "cpu_rss_retained" if retaining() else "cpu_rss"  # see harness.allocator
             self.resettable = _clear_refs()
         self.reset()
 

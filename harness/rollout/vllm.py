@@ -23,7 +23,10 @@ mode is ignored (vLLM has none there).
 Pitfalls handled here: vLLM's in-process engine reseeds the global RNGs and replaces
 `torch.set_num_threads` with a no-op on CPU; both are restored after the engine starts. With
 tensor_parallel_size > 1 the workers are separate processes (spawned: the entry script needs an
-`if __name__ == "__main__":` guard) and weights travel to them as CPU tensors in chunks.
+`if __name__ == "__main__":` guard) and weights travel to them as CPU tensors in chunks. On CPU,
+keep malloc_retain=true (the default, harness.allocator): with glibc's malloc the trainer's update
+faulted in ~2.4 GB of fresh pages every step, and with the engine resident that cost up to 3x
+more (20% slower updates, measured on the VM in README's Benchmarks).
 """
 
 from __future__ import annotations
