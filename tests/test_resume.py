@@ -10,7 +10,8 @@ import time
 
 from tests.conftest import ROOT, run_harness
 
-ARGS = ["model=tiny", "logger=none", "threads=1", "trainer.steps=8", "trainer.eval_every=4", "task.num_eval=8"]
+STEPS = 30  # ~0.1 s a step: the signal, sent after step 2 (polled every 0.2 s), lands well before the end
+ARGS = ["model=tiny", "logger=none", "threads=1", f"trainer.steps={STEPS}", "trainer.eval_every=10", "task.num_eval=8"]
 SAME = ["eval/accuracy_initial", "eval/accuracy_final", "eval/curve", "train/reward_curve", "train/steps_done",
         "sparsity/changed_fraction_bf16", "sparsity/changed_fraction_fp32", "sparsity/changed_fraction_tol1e-5",
         "mem/optimizer_state_bytes", "sparsity/update_rank_mean"]
@@ -42,7 +43,7 @@ def test_signal_checkpoints_and_resume_matches_uninterrupted(cache_dir, tmp_path
     assert "checkpointing after this step" in err
     assert not (out / "result.json").exists()  # no result: the trial is not over
     meta = json.loads((out / "checkpoint.json").read_text())
-    assert 2 <= meta["step"] < 8 and (out / "checkpoint.pt").exists()
+    assert 2 <= meta["step"] < STEPS and (out / "checkpoint.pt").exists()
 
     again = run_harness(*ARGS, "optimizer=adamw", f"hydra.run.dir={out}")
     assert again.returncode == 0, again.stderr[-2000:]
@@ -53,7 +54,7 @@ def test_signal_checkpoints_and_resume_matches_uninterrupted(cache_dir, tmp_path
         assert got[key] == want[key], key
     assert not (out / "checkpoint.pt").exists()  # removed once the trial has its result
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "train/reward_mean" in r] == list(range(1, 9))  # no step twice
+    assert [r["step"] for r in rows if "train/reward_mean" in r] == list(range(1, STEPS + 1))  # no step twice
 
 
 def test_checkpoint_every_keeps_a_checkpoint(cache_dir, tmp_path):
