@@ -117,6 +117,16 @@ class WandbConfig:
     entity: Optional[str] = None
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
+    dashboard: bool = MISSING  # online: build the W&B workspace at the end of a sweep (harness.dashboard)
+
+
+@dataclass
+class DistributedConfig:
+    strategy: str = MISSING  # none | fsdp2
+    reshard_after_forward: bool = MISSING
+    cpu_offload: bool = MISSING
+    reduce_dtype: str = MISSING
+    timeout_s: float = MISSING
 
 
 @dataclass
@@ -132,6 +142,7 @@ def register() -> None:
     cs.store(group="schema", name="trainer", node=TrainerConfig)
     cs.store(group="schema", name="rollout", node=RolloutConfig)
     cs.store(group="schema", name="logger", node=LoggerConfig)
+    cs.store(group="schema", name="distributed", node=DistributedConfig)
     from harness.sweepers import register as register_sweepers
 
     register_sweepers()  # hydra/sweeper=grid|optuna, which conf/config.yaml and sweeps/ select

@@ -15,13 +15,7 @@ import torch
 from harness.algo.grpo import KL_ESTIMATORS, LOSS_AGG
 
 
-class ConfigError(ValueError):
-    """A config value that can't work. str(e) is the one-line message for the user."""
-
-
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r}: {allowed}")
+from harness.errors import ConfigError, check as _check  # noqa: F401 - ConfigError re-exported
 
 
 def optimizer_class(cfg_opt: Any) -> type:
