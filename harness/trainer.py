@@ -2,17 +2,27 @@
 
 Each step: rollout (G sampled completions for each of P prompts) -> score (the task's verifier,
 in a separate process with a time limit) -> update (group-normalised advantages, clipped policy
-loss + KL to the initial policy, one optimizer step) -> sync the rollout engine -> eval every N.
+loss + KL to the initial policy, one optimizer step, observed by the diagnostics) -> sync the
+rollout engine's weights -> evaluate on the validation split every N steps.
+
+The trainer gets its own config node (`trainer`) and what it needs, built by harness.trial: the
+model, tokenizer, task, rollout, optimizer, verifier, compute dtype, diagnostics and, in a
+distributed trial, the process group (`dist`). With `dist`, each rank takes its share of the
+step's prompts (a prompt's group never spans two ranks), the loss is normalised by the global
+token count, and every logged number is global.
 
 How it departs from the paper's GRPO (verl 0.5), and why:
 - One optimizer update per step on the whole batch (the paper's setting), so the "old" policy is
   the current one: old log-probs are the current log-probs detached (ratio = 1, the clip never
   binds) instead of a second forward pass that would give the same numbers.
-- The reference policy is the initial weights, kept once in memory; they also serve as the
-  baseline of the update-sparsity measurement. While no optimizer step has been applied the
-  reference log-probs equal the policy's and the reference forward is skipped (KL = 0 exactly).
+- The reference policy is the initial weights, kept once in memory (harness.reference); they also
+  serve as the baseline of the update-sparsity measurement. While no optimizer step has been
+  applied the reference log-probs equal the policy's and the reference forward is skipped (KL = 0
+  exactly).
 - Each prompt's forward runs once per group and its KV cache is shared by the G completions
   (harness.algo.logprobs); logits are computed only where a completion token is predicted.
+- Sampling is seeded per prompt (trial seed, step, the prompt's position in the data stream), so
+  a trial's samples depend neither on the world size nor on the batching.
 - A step whose loss or grad norm is not finite is skipped and counted (as verl does). The trial
   fails with the reason if every step is skipped, if trainer.max_consecutive_skips steps in a row
   are skipped after an update (the run diverged), or if the weights become non-finite.
@@ -33,8 +43,10 @@ import torch
 
 from harness.algo.grpo import KL_ESTIMATORS, aggregate, clipped_policy_loss, group_advantages
 from harness.algo.logprobs import GroupBatch, completion_logprobs
+from harness.measure.diagnostics import Diagnostics, StepContext
 from harness.measure.memory import PhaseTracker, grad_bytes, optimizer_state_bytes
-from harness.measure.optim_diag import momentum_grad_cosine, second_moment_stats, update_norm
+from harness.parallel import OneProcess
+from harness.reference import InitialWeights
 from harness.rollout.base import Rollout, Sampling
 from harness.tasks.base import Problem, Task
 from harness.tasks.verify import SafeVerifier
@@ -57,31 +69,42 @@ class StepBatch:
     finished: list[bool]
 
 
+def sample_seed(seed: int, step: int, index: int) -> int:
+    """The sampling seed of the prompt at position `index` of the data stream, at `step`."""
+    return (seed * 1_000_003 + step * 10_007 + index) % (2**63 - 1)
+
+
 class GRPOTrainer:
-    def __init__(self, cfg: Any, model: torch.nn.Module, tokenizer: Any, task: Task, rollout: Rollout,
-                 optimizer: torch.optim.Optimizer, device: torch.device,
-                 log: Callable[[dict, int], None], seed: int, checkpoint_path: Optional[Path] = None):
-        self.cfg, self.t = cfg, cfg.trainer
+    def __init__(self, t: Any, *, model: torch.nn.Module, tokenizer: Any, task: Task, rollout: Rollout,
+                 optimizer: torch.optim.Optimizer, verifier: SafeVerifier, compute_dtype: torch.dtype,
+                 device: torch.device, diagnostics: Diagnostics, log: Callable[[dict, int], None], seed: int,
+                 shared_prefix: bool = True, checkpoint: Optional[Any] = None, dist: Optional[Any] = None,
+                 reference: Optional[torch.nn.Module] = None, generation: Optional[Callable[[Any], Any]] = None):
+        self.t = t
         self.model, self.tok, self.task, self.rollout, self.opt = model, tokenizer, task, rollout, optimizer
-        self.device, self.log, self.seed = device, log, seed
-        self.compute_dtype = getattr(torch, cfg.model.dtype)
+        self.verifier, self.compute_dtype, self.device = verifier, compute_dtype, device
+        self.diagnostics, self.log, self.seed, self.shared_prefix = diagnostics, log, seed, shared_prefix
+        self.checkpoint = checkpoint  # harness.checkpoint: save/load of this trainer's state
+        self.dist = dist or OneProcess()
         self.pad_id = tokenizer.pad_token_id
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.shared_prefix = not cfg.model.gradient_checkpointing
-        self.verifier = SafeVerifier(task.verifier, cfg.task.verify_timeout_s)
+        self.named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in self.named_params]
         self.phases = PhaseTracker(device)
-        # the initial weights: the KL reference and the sparsity baseline (one copy for both)
-        self.initial = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.kl_fn = KL_ESTIMATORS[self.t.kl_estimator]
+        # the initial weights: the KL reference and the sparsity baseline, one copy for both (a separate
+        # sharded reference model under FSDP2, whose local shards are then the baseline)
+        self.reference = reference
+        self.initial = InitialWeights(reference or model, compute_dtype, copy=reference is None)
+        self.generation = generation or (lambda model: contextlib.nullcontext())
+        self.reference_bytes = int(self.dist.all_reduce_sum([float(self.initial.nbytes)])[0])
+        self.kl_fn = KL_ESTIMATORS[t.kl_estimator]
         self.step = 0
         self.updates_applied = 0
         self.skipped = 0
         self.consecutive_skips = 0
-        self.history: dict[str, list] = {"reward": [], "eval": [], "samples": []}
+        self.history: dict[str, Any] = {"steps": [], "val": [], "test": [], "samples": [], "val_correct_final": None}
         self.max_grad_bytes = 0
         self.verify_errors = self.verify_timeouts = 0
         self._prompt_cache: dict[str, list[int]] = {}
-        self.checkpoint_path = checkpoint_path
         self.preempt_requested = False  # set by a signal handler; honoured between steps
 
     # ---------------------------------------------------------------- helpers
@@ -99,25 +122,36 @@ class GRPOTrainer:
             self._prompt_cache[key] = ids[-self.t.max_prompt_tokens:]
         return self._prompt_cache[key]
 
-    def step_problems(self, step: int) -> list[Problem]:
-        """The P prompts of a step: epochs over a seeded shuffle of the train split (resumable)."""
+    def step_problems(self, step: int) -> list[tuple[int, Problem]]:
+        """This rank's share of the step's P prompts, with each prompt's position in the data stream:
+        epochs over a seeded shuffle of the train split (resumable)."""
         n, P = len(self.task.train), self.t.prompts_per_step
+        per_rank = P // self.dist.world_size
+        first = step * P + self.dist.rank * per_rank
         out = []
-        for k in range(step * P, (step + 1) * P):
+        for k in range(first, first + per_rank):
             epoch, i = divmod(k, n)
             order = list(range(n))
             random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-            out.append(self.task.train[order[i]])
+            out.append((k, self.task.train[order[i]]))
         return out
+
+    def _shard(self, items: list) -> list:
+        """This rank's contiguous share of `items` (eval problems)."""
+        W, r = self.dist.world_size, self.dist.rank
+        per = -(-len(items) // W)
+        return items[r * per:(r + 1) * per]
 
     # ---------------------------------------------------------------- the steps
     def rollout_step(self, step: int) -> StepBatch:
-        problems = self.step_problems(step)
+        indexed = self.step_problems(step)
+        problems = [p for _, p in indexed]
         prompts = [self.encode(p) for p in problems]
         sampling = Sampling(n=self.t.group_size, max_new_tokens=self.t.max_new_tokens,
                             temperature=self.t.temperature, top_p=self.t.top_p,
-                            seed=self.seed * 1_000_003 + step)
-        gens = self.rollout.generate(prompts, sampling)
+                            seeds=tuple(sample_seed(self.seed, step, k) for k, _ in indexed))
+        with self.generation(self.model):
+            gens = self.rollout.generate(prompts, sampling)
         flat = [g for group in gens for g in group]
         completions = [g.completion_ids or [self.tok.eos_token_id] for g in flat]
         texts = self.tok.batch_decode(completions, skip_special_tokens=True)
@@ -130,56 +164,65 @@ class GRPOTrainer:
         self.verify_errors += stats.errors
         self.verify_timeouts += stats.timeouts
         self._last_verify = stats
-        return torch.tensor(scores, dtype=torch.float32)  # [B]
+        return torch.tensor(scores, dtype=torch.float32)  # [B] this rank's sequences
 
     def _ref_logprobs(self, batch: GroupBatch) -> torch.Tensor:
+        if self.reference is not None:
+            with torch.no_grad(), self.autocast():
+                return completion_logprobs(self.reference, batch, self.pad_id, self.shared_prefix).float()
         with torch.no_grad(), self.autocast():
             wrapper = _LogprobModule(self.model, self.pad_id, self.shared_prefix)
-            params = {f"model.{n}": p for n, p in self.initial.items()}
+            params = {f"model.{n}": p for n, p in self.initial.for_forward().items()}
             return torch.func.functional_call(wrapper, params, (batch,), tie_weights=True).float()
 
-    def update(self, sb: StepBatch, rewards: torch.Tensor) -> dict[str, float]:
+    def update(self, sb: StepBatch, rewards: torch.Tensor) -> dict[str, Any]:
+        """Loss and gradients over micro-batches, then one optimizer step observed by the diagnostics."""
         G, t = self.t.group_size, self.t
         adv = group_advantages(rewards, G, t.norm_adv_by_std)  # [B]
-        total_tokens, num_seqs = sb.batch.num_tokens, len(sb.batch.completions)
+        # the normalisers are global: every rank's loss is a share of the whole step's loss
+        total_tokens, num_seqs = (int(x) for x in self.dist.all_reduce_sum(
+            [float(sb.batch.num_tokens), float(len(sb.batch.completions))]))
         # micro-batches of whole groups, sorted by length so padding is small
         groups_per_mb = max(1, t.micro_batch_size // G)
         order = sorted(range(len(sb.batch.prompts)),
                        key=lambda k: len(sb.batch.prompts[k]) + max(len(c) for c in sb.batch.completions[k * G:(k + 1) * G]))
         sums = {"pg": 0.0, "kl": 0.0, "clip": 0.0, "loss": 0.0}
-        finite = True
+        finite = 1.0
+        offset = self._seq_offset(len(sb.batch.completions))
         for s in range(0, len(order), groups_per_mb):
             ks = order[s:s + groups_per_mb]
             seqs = [k * G + g for k in ks for g in range(G)]
             mb = GroupBatch([sb.batch.prompts[k] for k in ks], [sb.batch.completions[i] for i in seqs], G)
             seq_ids = mb.seq_index().to(self.device)  # [N] index within the micro-batch
-            global_ids = torch.tensor(seqs, device=self.device)[seq_ids]  # [N] index within the step
+            local_ids = torch.tensor(seqs, device=self.device)[seq_ids]  # [N] index within this rank's step
             with self.autocast():
                 logp = completion_logprobs(self.model, mb, self.pad_id, self.shared_prefix).float()  # [N]
             if t.kl_coef > 0 and self.updates_applied > 0:
                 ref_logp = self._ref_logprobs(mb)  # [N]
             else:
                 ref_logp = logp.detach()  # the policy is still the reference: KL = 0 exactly
-            a = adv.to(self.device)[global_ids]  # [N]
+            a = adv.to(self.device)[local_ids]  # [N]
             pg, clipped = clipped_policy_loss(logp, logp.detach(), a, t.clip_ratio)  # [N], [N]
             kl = self.kl_fn(logp, ref_logp)  # [N]
             per_token = pg + t.kl_coef * kl  # [N]
-            loss = aggregate(per_token, global_ids, num_seqs, t.loss_agg, total_tokens)
+            loss = aggregate(per_token, local_ids + offset, num_seqs, t.loss_agg, total_tokens)
             if not torch.isfinite(loss):
-                finite = False
-                break
+                finite = 0.0  # the step is skipped below; backward still runs, so every rank's collectives line up
             loss.backward()
             sums["loss"] += loss.item()
             sums["pg"] += pg.detach().sum().item() / total_tokens
             sums["kl"] += kl.detach().sum().item() / total_tokens
             sums["clip"] += clipped.sum().item() / total_tokens
-        self.max_grad_bytes = max(self.max_grad_bytes, grad_bytes(self.model))
+        loss_sum, pg_sum, kl_sum, clip_sum, finite_all, adv_abs = self.dist.all_reduce_sum(
+            [sums["loss"], sums["pg"], sums["kl"], sums["clip"], finite, adv.abs().sum().item()])
+        finite_all = finite_all == self.dist.world_size
+        self.max_grad_bytes = max(self.max_grad_bytes, int(self.dist.all_reduce_sum([float(grad_bytes(self.model))])[0]))
         clip = t.grad_clip if t.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip).item() if finite else float("nan")
-        out = {"train/loss": sums["loss"], "train/pg_loss": sums["pg"], "train/kl": sums["kl"],
-               "train/clip_frac": sums["clip"], "train/grad_norm": grad_norm,
-               "train/advantage_abs_mean": adv.abs().mean().item()}
-        if not finite or not math.isfinite(grad_norm):
+        grad_norm = _clip_grad_norm(self.params, clip) if finite_all else float("nan")
+        out: dict[str, Any] = {"train/loss": loss_sum, "train/pg_loss": pg_sum, "train/kl": kl_sum,
+                               "train/clip_frac": clip_sum, "train/grad_norm": grad_norm,
+                               "train/advantage_abs_mean": adv_abs / num_seqs}
+        if not finite_all or not math.isfinite(grad_norm):
             self.opt.zero_grad(set_to_none=True)
             self.skipped += 1
             self.consecutive_skips += 1
@@ -189,55 +232,69 @@ class GRPOTrainer:
                                   f"(up to step {self.step}): the run diverged, learning rate too high?")
             return out
         self.consecutive_skips = 0
-        diag = self.t.diagnostics
-        if diag:
-            out["optim/momentum_grad_cosine"] = momentum_grad_cosine(self.opt)
-            before = [p.detach().clone() for p in self.params]
-        self.opt.step()
+        ctx = StepContext(self.opt, self.initial, self.dist.all_reduce_sum, self.dist.all_gather_object)
+        out.update(self.diagnostics.step(ctx, self.named_params))
         self.opt.zero_grad(set_to_none=True)
         self.updates_applied += 1
         out["train/skipped"] = 0
-        if diag:
-            out["optim/update_norm"] = update_norm(before, self.params)
-            del before
-            v = second_moment_stats(self.opt)
-            if v is not None:
-                out.update({f"optim/second_moment_{k}": x for k, x in v.items()})
-        if not all(torch.isfinite(p).all() for p in self.params):
+        bad = float(sum(not bool(torch.isfinite(_local(p)).all()) for p in self.params))
+        if self.dist.all_reduce_sum([bad])[0]:
             raise TrialFailed(f"weights became non-finite after the optimizer step at step {self.step} "
                               f"(grad norm {grad_norm:.3g}): learning rate too high?")
-        t_sync = time.perf_counter()
-        self.rollout.sync_weights(self.model)
-        out["perf/sync_s"] = time.perf_counter() - t_sync
         return out
 
-    def evaluate(self, step: int) -> float:
-        """Greedy accuracy on the held-out split."""
+    def _seq_offset(self, local_seqs: int) -> int:
+        """Index of this rank's first sequence in the step (ranks hold equal shares)."""
+        return self.dist.rank * local_seqs
+
+    def sync(self) -> float:
+        """Load the updated weights into the rollout engine; returns the seconds it took."""
+        t0 = time.perf_counter()
+        self.rollout.sync_weights(self.model)
+        return time.perf_counter() - t0
+
+    def evaluate(self, problems: list[Problem]) -> tuple[float, list[float], list]:
+        """Greedy accuracy on `problems` (split over the ranks), the per-problem scores in order, and samples."""
         t = self.t
-        prompts = [self.encode(p) for p in self.task.eval]
-        correct, samples = 0.0, []
+        mine = self._shard(problems)
+        prompts = [self.encode(p) for p in mine]
+        scores_all: list[float] = []
+        samples = []
         for s in range(0, len(prompts), t.eval_batch_size):
-            gens = self.rollout.generate(prompts[s:s + t.eval_batch_size],
-                                         Sampling(n=1, max_new_tokens=t.eval_max_new_tokens, temperature=0.0))
+            with self.generation(self.model):
+                gens = self.rollout.generate(prompts[s:s + t.eval_batch_size],
+                                             Sampling(n=1, max_new_tokens=t.eval_max_new_tokens, temperature=0.0))
             texts = self.tok.batch_decode([g[0].completion_ids for g in gens], skip_special_tokens=True)
-            probs = self.task.eval[s:s + t.eval_batch_size]
-            scores, stats = self.verifier(texts, [p.answer for p in probs])
-            correct += sum(scores)
+            probs = mine[s:s + t.eval_batch_size]
+            scores, _ = self.verifier(texts, [p.answer for p in probs])
+            scores_all += scores
             samples += [(p.question, p.answer, x, r) for p, x, r in zip(probs, texts, scores)]
-        acc = correct / max(1, len(prompts))
-        self.history["eval"].append({"step": step, "accuracy": acc})
-        self.history["samples"].append({"step": step, "rows": samples[: t.log_completions]})
+        scores_all = [x for part in self.dist.all_gather_object(scores_all) for x in part]
+        return sum(scores_all) / max(1, len(scores_all)), scores_all, samples[: t.log_completions]
+
+    def evaluate_val(self, step: int) -> float:
+        acc, correct, samples = self.evaluate(self.task.val)
+        self.history["val"].append({"step": step, "accuracy": acc})
+        self.history["val_correct_final"] = correct
+        self.history["samples"].append({"step": step, "split": "val", "rows": samples})
+        return acc
+
+    def evaluate_test(self, step: int) -> float:
+        acc, correct, samples = self.evaluate(self.task.eval)
+        self.history["test"].append({"step": step, "accuracy": acc, "correct": correct})
+        self.history["samples"].append({"step": step, "split": "test", "rows": samples})
         return acc
 
     # ---------------------------------------------------------------- the loop
     def train(self, progress: Optional[Callable[[int, dict], None]] = None) -> None:
         t = self.t
-        if self.step == 0 and not self.history["eval"]:
+        if self.step == 0 and not self.history["val"]:
             with self.phases.phase("eval"):
-                acc = self.evaluate(0)
-            self.log({"eval/accuracy": acc}, 0)
+                val, test = self.evaluate_val(0), self.evaluate_test(0)
+            self.log({"eval/val_accuracy": val, "eval/test_accuracy": test}, 0)
         while self.step < t.steps:
             step = self.step
+            _injected_fault(self.dist.rank, step + 1)
             t0 = time.perf_counter()
             before = dict(self.phases.seconds)
             with self.phases.phase("rollout"):
@@ -246,96 +303,98 @@ class GRPOTrainer:
                 rewards = self.score(sb)
             with self.phases.phase("update"):
                 upd = self.update(sb, rewards)
-            secs = {k: self.phases.seconds[k] - before.get(k, 0.0) for k in ("rollout", "reward", "update")}
-            n_tok = sb.batch.num_tokens
-            m = {"step": step + 1, "train/reward_mean": rewards.mean().item(), "train/reward_std": rewards.std().item(),
-                 "train/groups_all_equal": _groups_all_equal(rewards, t.group_size),
-                 "train/response_len_mean": n_tok / len(sb.texts),
-                 "train/finished_frac": sum(sb.finished) / len(sb.finished),
-                 "train/verify_errors": self._last_verify.errors, "train/verify_timeouts": self._last_verify.timeouts,
-                 "optim/lr": self.opt.param_groups[0]["lr"],
-                 "perf/rollout_s": secs["rollout"], "perf/reward_s": secs["reward"], "perf/update_s": secs["update"],
-                 "perf/rollout_tokens_per_s": n_tok / max(secs["rollout"], 1e-9),
-                 "perf/update_tokens_per_s": (n_tok + sum(len(p) for p in sb.batch.prompts)) / max(secs["update"], 1e-9),
-                 "mem/peak_bytes_rollout": self.phases.last_peak_bytes.get("rollout"),
-                 "mem/peak_bytes_update": self.phases.last_peak_bytes.get("update"),
-                 "mem/optimizer_state_bytes": optimizer_state_bytes(self.opt), **upd}
-            self.history["reward"].append(m["train/reward_mean"])
+            if not upd["train/skipped"]:
+                with self.phases.phase("sync"):
+                    upd["perf/sync_s"] = self.sync()
+            secs = {k: self.phases.seconds.get(k, 0.0) - before.get(k, 0.0) for k in ("rollout", "reward", "update")}
+            m = {"step": step + 1, **self._step_metrics(sb, rewards, secs), **upd}
+            self.history["steps"].append(m)
             if len(self.history["samples"]) < 64:
-                self.history["samples"].append({"step": step, "train": True, "rows": [
+                self.history["samples"].append({"step": step, "split": "train", "rows": [
                     (sb.problems[i // t.group_size].question, sb.problems[i // t.group_size].answer, sb.texts[i], rewards[i].item())
                     for i in range(min(t.log_completions, len(sb.texts)))]})
             self.step = step + 1
             if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
                 with self.phases.phase("eval"):
-                    m["eval/accuracy"] = self.evaluate(self.step)
+                    m["eval/val_accuracy"] = self.evaluate_val(self.step)
             m["perf/step_s"] = time.perf_counter() - t0
             self.log(m, step + 1)
             if progress:
                 progress(self.step, m)
             every = t.checkpoint_every
-            if self.checkpoint_path is not None and (self.preempt_requested or (every and self.step % every == 0)):
-                self.save_checkpoint(self.checkpoint_path)
+            # every rank stops at the same step, whichever of them the signal reached first
+            self.preempt_requested = self.dist.all_reduce_sum([float(self.preempt_requested)])[0] > 0
+            if self.checkpoint is not None and (self.preempt_requested or (every and self.step % every == 0)):
+                self.checkpoint.save(self)
             if self.preempt_requested:
                 raise Preempted(f"checkpoint saved at step {self.step}")
         if self.updates_applied == 0:
             raise TrialFailed(f"every step was skipped ({self.skipped} of {t.steps}): the loss or grad norm was not finite")
         with self.phases.phase("eval"):
-            acc = self.evaluate(self.step)
-        self.log({"eval/accuracy": acc}, self.step)
+            val, test = self.evaluate_val(self.step), self.evaluate_test(self.step)
+        self.log({"eval/val_accuracy": val, "eval/test_accuracy": test}, self.step)
 
-    # ---------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict:
-        import numpy as np
+    def _step_metrics(self, sb: StepBatch, rewards: torch.Tensor, secs: dict[str, float]) -> dict[str, Any]:
+        G = self.t.group_size
+        r = rewards.view(-1, G)
+        n_tok, n_prompt_tok = sb.batch.num_tokens, sum(len(p) for p in sb.batch.prompts)
+        (r_sum, r_sq, n, equal, tok, ptok, fin, errs, touts) = self.dist.all_reduce_sum([
+            rewards.sum().item(), rewards.square().sum().item(), float(rewards.numel()),
+            (r.max(dim=1).values == r.min(dim=1).values).float().sum().item(), float(n_tok), float(n_prompt_tok),
+            float(sum(sb.finished)), float(self._last_verify.errors), float(self._last_verify.timeouts)])
+        mean = r_sum / n
+        return {"train/reward_mean": mean,
+                "train/reward_std": math.sqrt(max(0.0, (r_sq - n * mean * mean) / max(1.0, n - 1))),
+                "train/groups_all_equal": equal / (n / G),
+                "train/response_len_mean": tok / n, "train/finished_frac": fin / n,
+                "train/verify_errors": int(errs), "train/verify_timeouts": int(touts),
+                "optim/lr": self.opt.param_groups[0]["lr"],
+                "perf/rollout_s": secs["rollout"], "perf/reward_s": secs["reward"], "perf/update_s": secs["update"],
+                "perf/rollout_tokens_per_s": tok / max(secs["rollout"], 1e-9),
+                "perf/update_tokens_per_s": (tok + ptok) / max(secs["update"], 1e-9),
+                "mem/peak_bytes_rollout": self.phases.last_peak_bytes.get("rollout"),
+                "mem/peak_bytes_update": self.phases.last_peak_bytes.get("update"),
+                "mem/optimizer_state_bytes": self.optimizer_state_bytes()}
 
-        return {
-            "step": self.step, "updates_applied": self.updates_applied, "skipped": self.skipped,
-            "consecutive_skips": self.consecutive_skips, "history": self.history,
-            "max_grad_bytes": self.max_grad_bytes, "verify_errors": self.verify_errors,
-            "verify_timeouts": self.verify_timeouts,
-            "model": {n: p.detach().cpu() for n, p in self.model.named_parameters()},
-            "optimizer": self.opt.state_dict(),
-            "phases": {"seconds": self.phases.seconds, "calls": self.phases.calls, "peak_bytes": self.phases.peak_bytes},
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-        }
+    def optimizer_state_bytes(self) -> int:
+        """The optimizer's state bytes summed over the ranks, replicated scalars (step counters) once."""
+        own = optimizer_state_bytes(self.opt, replicated=self.dist.is_main)
+        return int(self.dist.all_reduce_sum([float(own)])[0])
 
-    def load_state_dict(self, sd: dict) -> None:
-        import numpy as np
+    # ---------------------------------------------------------------- state (for checkpoints)
+    COUNTERS = ("step", "updates_applied", "skipped", "consecutive_skips", "history", "max_grad_bytes",
+                "verify_errors", "verify_timeouts")
 
-        with torch.no_grad():
-            params = dict(self.model.named_parameters())
-            for n, v in sd["model"].items():
-                params[n].copy_(v)
-        self.opt.load_state_dict(sd["optimizer"])
-        for k in ("step", "updates_applied", "skipped", "consecutive_skips", "history", "max_grad_bytes",
-                  "verify_errors", "verify_timeouts"):
+    def counters(self) -> dict:
+        return {k: getattr(self, k) for k in self.COUNTERS} | {
+            "phases": {"seconds": self.phases.seconds, "calls": self.phases.calls, "peak_bytes": self.phases.peak_bytes}}
+
+    def load_counters(self, sd: dict) -> None:
+        for k in self.COUNTERS:
             setattr(self, k, sd[k])
         self.phases.seconds.update(sd["phases"]["seconds"])
         self.phases.calls.update(sd["phases"]["calls"])
         self.phases.peak_bytes.update(sd["phases"]["peak_bytes"])
-        torch.set_rng_state(sd["rng"]["torch"])
-        random.setstate(sd["rng"]["python"])
-        np.random.set_state(sd["rng"]["numpy"])
-        if sd["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(sd["rng"]["cuda"])
-        self.rollout.sync_weights(self.model)  # the engine started from the initial weights
-
-    def save_checkpoint(self, path: Path) -> None:
-        """Atomic: a job killed while saving leaves the previous checkpoint intact. The sidecar
-        checkpoint.json (written last) tells a restarted job the step without loading the weights."""
-        from harness.results import atomic_write_json
-
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        atomic_write_json(path.with_suffix(".json"), {"step": self.step, "file": path.name})
-
-    def load_checkpoint(self, path: Path) -> None:
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
 
     def close(self) -> None:
         self.verifier.close()
+
+
+def _injected_fault(rank: int, step: int) -> None:
+    """Test-only: HARNESS_INJECT_FAULT="RANK:STEP" makes that rank fail as it starts that step."""
+    spec = os.environ.get("HARNESS_INJECT_FAULT")
+    if spec and spec == f"{rank}:{step}":
+        raise RuntimeError(f"injected fault (HARNESS_INJECT_FAULT={spec})")
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
+    """torch's clip_grad_norm_; with sharded (DTensor) gradients its norm is already global."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()
 
 
 class _LogprobModule(torch.nn.Module):
@@ -347,9 +406,3 @@ class _LogprobModule(torch.nn.Module):
 
     def forward(self, batch: GroupBatch) -> torch.Tensor:
         return completion_logprobs(self.model, batch, self.pad_id, self.shared_prefix)
-
-
-def _groups_all_equal(rewards: torch.Tensor, G: int) -> float:
-    """Share of groups whose rewards are all equal (zero advantage: no policy gradient)."""
-    r = rewards.view(-1, G)
-    return (r.max(dim=1).values == r.min(dim=1).values).float().mean().item()

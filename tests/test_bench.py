@@ -4,6 +4,8 @@ speed is measured by running them, see README)."""
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -18,3 +20,18 @@ def test_optimizer_bench_prints_the_table(cache_dir):
         assert metric in rows, metric
     sgd, adamw, _ = rows["optimizer state MB"]
     assert float(sgd) == 0.0 and float(adamw) > 1.0  # AdamW: 8 bytes x ~148k params
+
+
+@pytest.mark.slow
+def test_malloc_bench_shows_the_updates_page_faults(cache_dir):
+    """bench.malloc runs the trial under three allocator settings; each row is per update (harness.bench.probe)."""
+    p = subprocess.run([sys.executable, "-m", "harness.bench.malloc", "--steps", "2", "--rounds", "1", "model=tiny"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    header = next(line for line in p.stdout.splitlines() if line.startswith("| metric"))
+    assert [c.strip() for c in header.split("|")[2:-1]] == ["glibc", "bounded", "retain", "retain / glibc"]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in p.stdout.splitlines() if line.startswith("| ") and not line.startswith("| metric")}
+    for metric in ("update s", "update minor faults", "update sys s", "peak RSS MB"):
+        assert metric in rows, metric
+    assert all(float(x) > 0 for x in rows["peak RSS MB"][:3])

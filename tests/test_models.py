@@ -31,7 +31,8 @@ def model_cfg(file: str = "tiny", **overrides):
     """conf/model/<file>.yaml merged onto its schema; overrides: key=value, `a__b` for `a.b`."""
     raw = OmegaConf.load(REPO / "conf" / "model" / f"{file}.yaml")
     raw.pop("defaults", None)
-    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)
+    base = OmegaConf.load(REPO / "conf" / "base" / "model.yaml")  # the keys every model file starts from
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), base, raw)
     for key, value in overrides.items():
         OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)
     return cfg
@@ -124,7 +125,7 @@ def test_tiny_reloads_as_a_standard_llama_with_chatml(tiny_dir):
     assert "quantization_config" not in config
     gen = json.loads((Path(tiny_dir) / "generation_config.json").read_text())
 
-    tok = load_tokenizer(tiny_dir)
+    tok = load_tokenizer(tiny_dir, model_cfg("tiny"))
     assert tok.eos_token == tok.pad_token == "<|im_end|>"
     assert tok.padding_side == "left"
     assert gen["eos_token_id"] == gen["pad_token_id"] == tok.eos_token_id == tok.pad_token_id
@@ -165,7 +166,7 @@ def test_tiny_model_learned_the_format_and_some_sums(tiny_dir):
     from harness.models import tiny
     from harness.tasks.arithmetic import verify_last_integer
 
-    tok = load_tokenizer(tiny_dir)
+    tok = load_tokenizer(tiny_dir, model_cfg("tiny"))
     model = load_model(model_cfg("tiny"), tiny_dir, "cpu")
     held = tiny.held_out_problems()
     random.Random(0).shuffle(held)
@@ -375,7 +376,7 @@ def test_smollm2_reloads_with_identical_logits_to_the_gguf(smollm2_dir):
 
     _, path = smollm2_dir
     t0 = time.perf_counter()
-    tok = load_tokenizer(path)
+    tok = load_tokenizer(path, model_cfg("smollm2-135m"))
     model = load_model(model_cfg("smollm2-135m"), path, "cpu")
     print(f"\nsmollm2 cached reload (tokenizer + model): {time.perf_counter() - t0:.2f} s")
     assert sum(p.numel() for p in model.parameters()) == 134_515_008

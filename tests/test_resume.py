@@ -11,8 +11,8 @@ import time
 from tests.conftest import ROOT, run_harness
 
 STEPS = 30  # ~0.1 s a step: the signal, sent after step 2 (polled every 0.2 s), lands well before the end
-ARGS = ["model=tiny", "logger=none", "threads=1", f"trainer.steps={STEPS}", "trainer.eval_every=10", "task.num_eval=8"]
-SAME = ["eval/accuracy_initial", "eval/accuracy_final", "eval/curve", "train/reward_curve", "train/steps_done",
+ARGS = ["model=tiny", "logger=none", "threads=1", f"trainer.steps={STEPS}", "trainer.eval_every=10", "task.num_eval=8", "task.num_val=8"]
+SAME = ["eval/accuracy_initial", "eval/accuracy_final", "eval/val_curve", "eval/test_correct_final", "train/reward_curve", "train/steps_done",
         "sparsity/changed_fraction_bf16", "sparsity/changed_fraction_fp32", "sparsity/changed_fraction_tol1e-5",
         "mem/optimizer_state_bytes", "sparsity/update_rank_mean"]
 
@@ -59,10 +59,10 @@ def test_signal_checkpoints_and_resume_matches_uninterrupted(cache_dir, tmp_path
 
 def test_checkpoint_every_keeps_a_checkpoint(cache_dir, tmp_path):
     p = run_harness("model=tiny", "logger=none", "trainer.steps=2", "trainer.checkpoint_every=1",
-                    "trainer.keep_checkpoint=true", "trainer.eval_every=0", "task.num_eval=4", f"hydra.run.dir={tmp_path}")
+                    "trainer.keep_checkpoint=true", "trainer.eval_every=0", "task.num_eval=4", "task.num_val=4", f"hydra.run.dir={tmp_path}")
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 2
     import torch
 
     sd = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert sd["step"] == 2 and "optimizer" in sd and "rng" in sd and len(sd["history"]["reward"]) == 2
+    assert sd["trainer"]["step"] == 2 and "optimizer" in sd and "rng" in sd and len(sd["trainer"]["history"]["steps"]) == 2

@@ -240,3 +240,73 @@ def test_rank_survives_huge_and_nonfinite_updates():
     assert update_rank(torch.full((3, 2), float("inf"))) is None
     tiny_delta = torch.outer(torch.tensor([1e-30, 3e-30]), torch.tensor([1.0, 2.0]))  # would underflow
     assert update_rank(tiny_delta) == 1
+
+
+# ---------------------------------------------------------------- why bf16 looks sparse
+
+from harness.measure.sparsity import abs_histogram, bf16_half_step, histogram_median  # noqa: E402
+
+RA = "sparsity/rounded_away_fraction"
+
+
+def test_bf16_half_step_by_hand():
+    w = torch.tensor([1.0, 1.5, -2.0, 0.75, 3e-3, 0.0])
+    # bf16 spacing just above |w|: 2**-7 in [1, 2), 2**-6 in [2, 4), 2**-8 in [0.5, 1); 3e-3 in [2**-9, 2**-8)
+    expected = torch.tensor([2**-8, 2**-8, 2**-7, 2**-9, 2**-17, 0.0])
+    assert torch.equal(bf16_half_step(torch.tensor([1e-39, 1e-45])), torch.zeros(2))  # subnormal weights
+    assert torch.equal(bf16_half_step(w), expected)
+    # the definition: w moved away from 0 by just under half a step rounds back to w in bf16, by a
+    # full step it does not (towards 0 from a power of 2 the spacing halves: the step "above" |w|)
+    on_grid = torch.tensor([1.0, 1.5, -2.0, 0.75])
+    away = on_grid.sign() * bf16_half_step(on_grid)
+    assert torch.equal((on_grid + 0.99 * away).bfloat16(), on_grid.bfloat16())
+    assert (on_grid + 2 * away).bfloat16().ne(on_grid.bfloat16()).all()
+
+
+def test_sub_resolution_update_counts_zero_in_bf16_all_in_fp32_and_as_rounded_away():
+    # weights exactly representable in bf16 (as the lead's bf16 `initial` may be), each moved by
+    # 1e-4 of its size: 25x below half a bf16 step (2**-9 = 0.00195 relative), far above fp32's.
+    init = {"model.layers.0.mlp.up_proj.weight": torch.tensor([[1.0, -0.5], [0.25, 3.0]]).bfloat16(),
+            "model.layers.0.self_attn.q_proj.weight": torch.tensor([[2.0, -4.0], [0.125, 1.5]])}
+    final = {n: t.float() * (1 + 1e-4) for n, t in init.items()}
+    out = update_sparsity(init, final, compute_rank=False)
+    assert out[BF16] == 0.0 and out[FP32] == 1.0 and out[RA] == 1.0
+    assert out["sparsity/moved_bf16_equal_fraction"] == 1.0
+    by_kind = out["sparsity/rounded_away_by_kind"]
+    assert set(by_kind) == {"attention", "mlp"}
+    for kind in by_kind.values():
+        assert kind["changed_fraction_bf16"] == 0.0 and kind["changed_fraction_fp32"] == 1.0
+        assert kind["rounded_away_fraction"] == 1.0
+
+
+def test_decomposition_on_a_mixed_update():
+    w = torch.ones(8)  # half bf16 step at 1.0: 2**-8 = 0.0039
+    delta = torch.tensor([0.0, 0.0, 1e-3, -1e-3, 2e-3, 0.01, -0.02, 0.5])
+    out = update_sparsity({"lm_head.weight": w}, {"lm_head.weight": w + delta}, compute_rank=False)
+    assert out[FP32] == 6 / 8
+    assert out[RA] == 3 / 8  # 1e-3, -1e-3, 2e-3 are below 0.0039; 0.01 and up are not
+    assert out[BF16] == 3 / 8  # and those three do round back to 1.0 in bf16
+    assert out[FP32] == pytest.approx(out[BF16] + out["sparsity/moved_bf16_equal_fraction"])
+    # median of |delta| = [0, 0, 1e-3, 1e-3, 2e-3, 0.01, 0.02, 0.5]: between 1e-3 and 2e-3
+    assert 1e-3 * 0.97 <= out["sparsity/update_abs_median"] <= 2e-3 * 1.03
+    assert out["sparsity/rounded_away_by_kind"]["head"]["update_abs_median"] == out["sparsity/update_abs_median"]
+
+
+def test_histogram_median_matches_the_exact_median():
+    g = torch.Generator().manual_seed(0)
+    parts = [torch.randn(1000, generator=g) * 10 ** -k for k in range(2, 7)]  # spans 5+ decades
+    parts.append(torch.zeros(300))
+    counts = sum(abs_histogram(p) for p in parts)  # tensor by tensor, as update_sparsity does
+    exact = torch.cat(parts).abs().median().item()  # torch's lower median; 5300 values
+    assert counts[0] == 300  # the zeros
+    assert histogram_median(counts) == pytest.approx(exact, rel=0.008)
+    assert histogram_median(counts + abs_histogram(torch.zeros(10**4))) == 0.0  # mostly zeros: median 0
+    assert histogram_median(torch.zeros_like(counts)) is None
+    one = histogram_median(abs_histogram(torch.tensor([1.0, -1.0, 1.0])))  # bin [1, 1 + 2**-7)
+    assert 1.0 <= one < 1.0 + 2**-7
+
+
+def test_no_decomposition_keys_without_decompose():
+    init, final = {"w": torch.ones(3)}, {"w": torch.ones(3) * 1.0001}
+    out = update_sparsity(init, final, compute_rank=False, decompose=False)
+    assert RA not in out and "sparsity/update_abs_median" not in out and out[FP32] == 1.0

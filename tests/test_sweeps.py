@@ -30,7 +30,7 @@ def test_every_sweep_file_composes_and_validates(name):
     from harness.validate import validate
 
     register_sweepers()
-    extra = ["task.path=data.jsonl"] if name == "qwen3_gpu" else []
+    extra = ["task.path=data.jsonl"] if name in ("qwen3_gpu", "qwen3_8b_gpu") else []
     cfg = _compose_sweep(name, extra)
     sw = cfg.hydra.sweeper
     assert sw._target_.startswith("hydra_plugins.harness."), sw._target_
@@ -69,13 +69,13 @@ def _trial_dirs(sweep: Path):
 
 def test_real_two_trial_sweep_report_and_rerun(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", "model=tiny", "optimizer=sgd,adamw", "trainer.steps=2", "task.num_eval=8",
+    args = ["-m", "model=tiny", "optimizer=sgd,adamw", "trainer.steps=2", "task.num_eval=8", "task.num_val=8",
             f"hydra.sweep.dir={sweep}", "logger.wandb.project=test"]
     p = run_harness(*args)
     assert p.returncode == 0, p.stderr[-3000:]
     trials = _trial_dirs(sweep)
     # a trial's folder is named by its overrides, so the same command finds it again
-    assert [t.name for t in trials] == [f"logger.wandb.project=test,model=tiny,optimizer={o},task.num_eval=8,trainer.steps=2"
+    assert [t.name for t in trials] == [f"logger.wandb.project=test,model=tiny,optimizer={o},task.num_eval=8,task.num_val=8,trainer.steps=2"
                                         for o in ("adamw", "sgd")]
     for t in trials:
         r = json.loads((t / "result.json").read_text())
@@ -114,7 +114,7 @@ def test_real_two_trial_sweep_report_and_rerun(cache_dir, tmp_path):
 def test_failed_trial_does_not_stop_the_sweep(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
     p = run_harness("-m", "model=tiny", "logger=none", "optimizer.lr=0.05,1e30", "trainer.steps=6",
-                    "trainer.eval_every=0", "task.num_eval=4", f"hydra.sweep.dir={sweep}")
+                    "trainer.eval_every=0", "task.num_eval=4", "task.num_val=4", f"hydra.sweep.dir={sweep}")
     assert p.returncode == 0, p.stderr[-3000:]
     results = {next(x for x in t.name.split(",") if x.startswith("optimizer.lr=")): json.loads((t / "result.json").read_text())
                for t in _trial_dirs(sweep)}

@@ -1,29 +1,120 @@
-"""Tasks: seeded splits, verifiers (plain text parsing), task files, and the safe verifier."""
+"""python -m pytest tests/test_tasks.py -q
+
+Tasks: the registry (build + validate), schemas, seeded disjoint train / validation / test splits,
+verifiers (plain text parsing), task files, and the safe verifier.
+"""
 
 import json
 import time
+from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from harness.tasks import arithmetic
+from harness.config import register
+from harness.errors import ConfigError
+from harness.tasks import TASKS, arithmetic, build_task
 from harness.tasks.math import TaskDataError, last_boxed, load_problems, verify_boxed
 from harness.tasks.verify import SafeVerifier
 
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+register()  # the schemas, the task ones included (harness.tasks.schema.register_schemas)
+
+
+def _task(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose(config_name="config", overrides=list(overrides)).task
+
+
+def _questions(problems) -> set[str]:
+    return {p.question for p in problems}
+
 
 def test_arithmetic_splits_are_seeded_and_disjoint():
-    tr, ev = arithmetic.splits(100, 20, 0, 1, 20, ["+"])
-    tr2, ev2 = arithmetic.splits(100, 20, 0, 1, 20, ["+"])
-    assert (tr, ev) == (tr2, ev2)
-    assert not {p.question for p in tr} & {p.question for p in ev}
-    for p in tr[:5]:
+    tr, va, ev = arithmetic.splits(100, 30, 20, 0, 1, 20, ["+"])
+    assert (tr, va, ev) == arithmetic.splits(100, 30, 20, 0, 1, 20, ["+"])
+    assert (len(tr), len(va), len(ev)) == (100, 30, 20)
+    assert not _questions(tr) & _questions(ev) and not _questions(tr) & _questions(va)
+    assert not _questions(va) & _questions(ev)
+    for p in tr[:5] + va[:5]:
         a, op, b = p.question.split()
         assert op == "+" and int(p.answer) == int(a) + int(b)
-    assert arithmetic.splits(100, 20, 1, 1, 20, ["+"])[1] != ev
+    other = arithmetic.splits(100, 30, 20, 1, 1, 20, ["+"])
+    assert other[1] != va and other[2] != ev
+    # the test split depends on (seed, num_eval, range, ops) only: same problems whatever num_val/num_train
+    assert arithmetic.splits(50, 10, 20, 0, 1, 20, ["+"])[2] == ev
+
+
+def test_arithmetic_uses_the_whole_space_disjointly():
+    tr, va, ev = arithmetic.splits(10, 10, 5, 3, 1, 5, ["+"])  # 25 problems exist: all used once
+    assert len(_questions(tr) | _questions(va) | _questions(ev)) == 25
 
 
 def test_arithmetic_too_many_problems_is_clear():
     with pytest.raises(ValueError, match="raise task.max_value"):
-        arithmetic.splits(500, 10, 0, 1, 20, ["+"])
+        arithmetic.splits(500, 10, 10, 0, 1, 20, ["+"])
+
+
+def test_task_yamls_compose_with_their_schemas_and_build():
+    cfg = _task()
+    assert OmegaConf.get_type(cfg).__name__ == "ArithmeticTaskConfig"
+    task = build_task(cfg, seed=0)
+    assert (len(task.train), len(task.val), len(task.eval)) == (cfg.num_train, cfg.num_val, cfg.num_eval)
+    assert not _questions(task.val) & _questions(task.eval)
+    assert not _questions(task.train) & (_questions(task.val) | _questions(task.eval))
+    TASKS.validate(cfg.name, cfg)
+    math_cfg = _task("task=math", "task.path=x.jsonl")
+    assert OmegaConf.get_type(math_cfg).__name__ == "MathTaskConfig"
+    with pytest.raises(Exception, match="min_value"):  # an arithmetic key is not a math key
+        _task("task=math", "task.path=x.jsonl", "task.min_value=3")
+
+
+@pytest.mark.parametrize("override,key", [
+    ("task.num_val=0", "task.num_val"), ("task.num_eval=0", "task.num_eval"), ("task.ops=[/]", "task.ops"),
+    ("task.min_value=30", "task.max_value"), ("task.num_train=400", "task.max_value"),
+    ("task.prompt_template=hi", "task.prompt_template"), ("task.verify_timeout_s=0", "task.verify_timeout_s"),
+])
+def test_task_validate_names_the_key(override, key):
+    cfg = _task(override)
+    with pytest.raises(ConfigError, match=rf"^{key}="):
+        TASKS.validate(cfg.name, cfg)
+
+
+def test_unknown_task_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"task.name='nope': allowed values are arithmetic, math"):
+        TASKS.validate("nope")
+
+
+def _rows(path: Path, questions: list[str]) -> str:
+    path.write_text("".join(json.dumps({"problem": q, "answer": str(i)}) + "\n" for i, q in enumerate(questions)))
+    return str(path)
+
+
+def test_math_splits_held_out_of_one_file(tmp_path):
+    path = _rows(tmp_path / "d.jsonl", [f"q{i}" for i in range(50)])
+    cfg = _task("task=math", f"task.path={path}", "task.num_eval=10", "task.num_val=5")
+    TASKS.validate(cfg.name, cfg)
+    task = build_task(cfg, seed=0)
+    assert (len(task.train), len(task.val), len(task.eval)) == (35, 5, 10)
+    assert len(_questions(task.train) | _questions(task.val) | _questions(task.eval)) == 50
+    assert build_task(cfg, seed=1).eval == task.eval  # data order is task.shuffle_seed's, not the trial's
+    with pytest.raises(TaskDataError, match="not enough to hold out"):
+        build_task(_task("task=math", f"task.path={path}", "task.num_eval=40", "task.num_val=10"), seed=0)
+
+
+def test_math_splits_from_files_stay_disjoint(tmp_path):
+    # the train file contains some test and validation questions; the validation file some test ones
+    train = _rows(tmp_path / "train.jsonl", [f"q{i}" for i in range(30)])
+    test = _rows(tmp_path / "test.jsonl", ["q0", "q1", "t2", "t3"])
+    val = _rows(tmp_path / "val.jsonl", ["q1", "q5", "v1", "v2"])
+    cfg = _task("task=math", f"task.path={train}", f"task.eval_path={test}", f"task.val_path={val}",
+                "task.num_eval=4", "task.num_val=3")
+    task = build_task(cfg, seed=0)
+    assert _questions(task.eval) == {"q0", "q1", "t2", "t3"}
+    assert _questions(task.val) == {"q5", "v1", "v2"}  # q1 is a test question
+    assert not _questions(task.train) & (_questions(task.val) | _questions(task.eval))
+    assert len(task.train) == 27  # 30 minus q0, q1, q5
 
 
 @pytest.mark.parametrize("text,answer,reward", [

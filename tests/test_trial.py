@@ -14,7 +14,10 @@ from tests.conftest import ROOT, run_harness
 register()
 
 RESULT_KEYS = [
-    "status", "error", "trial", "eval/accuracy_initial", "eval/accuracy_final", "eval/accuracy_best", "eval/curve",
+    "status", "error", "trial", "eval/accuracy_initial", "eval/accuracy_final", "eval/val_accuracy_initial",
+    "eval/val_accuracy_final", "eval/val_accuracy_best", "eval/val_curve", "eval/test_correct_final",
+    "eval/test_correct_initial", "eval/test_size", "sparsity/step_changed_fraction_bf16_mean",
+    "sparsity/step_changed_fraction_fp32_mean",
     "train/reward_curve", "train/steps_done", "train/steps_skipped", "mem/optimizer_state_bytes", "mem/param_bytes",
     "mem/grad_bytes", "mem/peak_bytes", "mem/peak_bytes_rollout", "mem/peak_bytes_update", "mem/peak_kind",
     "sparsity/changed_fraction_bf16", "sparsity/changed_fraction_fp32", "sparsity/changed_fraction_tol1e-5",
@@ -23,7 +26,8 @@ RESULT_KEYS = [
     "perf/sparsity_s", "perf/step_s_mean", "perf/rollout_tokens_per_s", "provenance", "params/trainable",
 ]
 STEP_KEYS = ["train/reward_mean", "train/loss", "train/kl", "train/grad_norm", "optim/update_norm", "perf/rollout_s",
-             "perf/update_s", "mem/peak_bytes_rollout", "mem/peak_bytes_update"]
+             "perf/update_s", "mem/peak_bytes_rollout", "mem/peak_bytes_update", "sparsity/step_changed_fraction_bf16",
+             "sparsity/step_changed_fraction_fp32", "sparsity/changed_fraction_bf16", "sparsity/changed_fraction_fp32"]
 
 
 def _cfg(*overrides):
@@ -50,8 +54,18 @@ def test_cli_trial_writes_every_key(cache_dir, tmp_path):
     steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train_rows = [s for s in steps if "train/reward_mean" in s]
     assert len(train_rows) == 2 and all(k in train_rows[0] for k in STEP_KEYS)
+    # per-step sparsity: the first step's changes are all the changes so far; the last step's count vs the
+    # initial weights is the final measurement's
+    first, last = train_rows
+    assert first["sparsity/step_changed_fraction_fp32"] == first["sparsity/changed_fraction_fp32"] > 0
+    assert last["sparsity/changed_fraction_fp32"] == r["sparsity/changed_fraction_fp32"]
+    assert last["sparsity/changed_fraction_bf16"] == r["sparsity/changed_fraction_bf16"]
+    # the test split is the same for every trial of a seed; validation is a different set of problems
+    assert r["eval/test_size"] == len(r["eval/test_correct_final"]) > 0
+    assert r["eval/accuracy_final"] == sum(r["eval/test_correct_final"]) / r["eval/test_size"]
+    assert r["eval/val_accuracy_final"] == r["eval/val_curve"][-1]["accuracy"]
     # the summary printed at the end
-    for needle in ("accuracy (greedy, held out)", "optimizer state: 0.000 GB", "weights changed:", "in bf16", "in fp32"):
+    for needle in ("accuracy (greedy): validation", "optimizer state: 0.000 GB", "weights changed:", "in bf16", "in fp32"):
         assert needle in p.stdout
     # W&B offline run with the metrics
     runs = list((out / "wandb").glob("offline-run-*"))
@@ -64,8 +78,8 @@ def test_cli_trial_writes_every_key(cache_dir, tmp_path):
     ("rmsprop", [], 4, 0),  # one square_avg per parameter; its step is a python int
 ])
 def test_optimizer_state_bytes_are_exact(cache_dir, tmp_path, opt, extra, per_param, per_tensor):
-    r = run_trial(_cfg(f"optimizer={opt}", "trainer.steps=1", "trainer.eval_every=0", "task.num_eval=4",
-                       "trainer.diagnostics=false", *extra), tmp_path, progress=False)
+    r = run_trial(_cfg(f"optimizer={opt}", "trainer.steps=1", "trainer.eval_every=0", "task.num_eval=4", "task.num_val=4",
+                       "trainer.diagnostics=[]", *extra), tmp_path, progress=False)
     assert r["status"] == "ok", r["error"]
     cfg = _cfg()
     from harness.models import load_model, resolve_model_dir
@@ -75,7 +89,7 @@ def test_optimizer_state_bytes_are_exact(cache_dir, tmp_path, opt, extra, per_pa
 
 
 def test_momentum_diagnostics_are_logged(cache_dir, tmp_path):
-    r = run_trial(_cfg("optimizer=adamw", "trainer.steps=2", "trainer.eval_every=0", "task.num_eval=4"),
+    r = run_trial(_cfg("optimizer=adamw", "trainer.steps=2", "trainer.eval_every=0", "task.num_eval=4", "task.num_val=4"),
                   tmp_path, progress=False)
     assert r["status"] == "ok", r["error"]
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -102,12 +116,18 @@ def test_nan_steps_are_skipped_and_counted(cache_dir, tmp_path):
     from harness.tasks import build_task
     from harness.trainer import GRPOTrainer, TrialFailed
 
-    cfg = _cfg("trainer.eval_every=0", "task.num_eval=2")
+    from harness.measure.diagnostics import Diagnostics
+    from harness.tasks.verify import SafeVerifier
+
+    cfg = _cfg("trainer.eval_every=0", "task.num_eval=2", "task.num_val=2")
     d = resolve_model_dir(cfg.model, cache_dir)
-    tok, model = load_tokenizer(d), load_model(cfg.model, d, "cpu")
+    tok, model = load_tokenizer(d, cfg.model), load_model(cfg.model, d, "cpu")
     rollout = HFRollout(model, tok.eos_token_id, tok.pad_token_id, torch.float32)
-    trainer = GRPOTrainer(cfg, model, tok, build_task(cfg.task, 0), rollout,
-                          torch.optim.SGD(model.parameters(), lr=0.05), torch.device("cpu"), lambda m, s: None, 0)
+    task = build_task(cfg.task, 0)
+    trainer = GRPOTrainer(cfg.trainer, model=model, tokenizer=tok, task=task, rollout=rollout,
+                          optimizer=torch.optim.SGD(model.parameters(), lr=0.05), verifier=SafeVerifier(task.verifier, 2.0),
+                          compute_dtype=torch.float32, device=torch.device("cpu"),
+                          diagnostics=Diagnostics(list(cfg.trainer.diagnostics), 1 << 20), log=lambda m, s: None, seed=0)
     model.model.norm.weight.register_hook(lambda g: g * float("nan"))  # as an overflow in backward would
     with pytest.raises(TrialFailed, match="every step was skipped"):
         trainer.train()
@@ -116,7 +136,7 @@ def test_nan_steps_are_skipped_and_counted(cache_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["optimizer=foo"], "error: optimizer=foo: no such config; allowed values are adamw, rmsprop, sgd"),
+    (["optimizer=foo"], "error: optimizer=foo: no such config; allowed values are adamw, muon, rmsprop, sgd, signsgd"),
     (["model=gpt5"], "error: model=gpt5: no such config; allowed values are"),
     (["optimizer.lr=-0.1"], "error: optimizer.lr=-0.1: must be a number > 0"),
     (["optimizer.lr=0"], "error: optimizer.lr=0: must be a number > 0"),
@@ -141,3 +161,15 @@ def test_bad_task_file_is_one_line(tmp_path, content, needle):
     f.write_text(content)
     p = run_harness("model=tiny", "logger=none", "task=math", f"task.path={f}", f"hydra.run.dir={tmp_path}/run")
     assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_diagnostics_do_not_change_the_trial(cache_dir, tmp_path):
+    """The per-step diagnostics run the optimizer step a chunk at a time: the trial is bit-identical without them."""
+    common = ("optimizer=adamw", "trainer.steps=3", "trainer.eval_every=0", "task.num_eval=8", "task.num_val=8")
+    a = run_trial(_cfg(*common, "trainer.diagnostics_chunk_numel=5000"), tmp_path / "with", progress=False)
+    b = run_trial(_cfg(*common, "trainer.diagnostics=[]"), tmp_path / "without", progress=False)
+    assert a["status"] == b["status"] == "ok"
+    for key in ("train/reward_curve", "eval/test_correct_final", "eval/val_correct_final", "sparsity/changed_fraction_bf16",
+                "sparsity/changed_fraction_fp32", "sparsity/update_rank_mean", "mem/optimizer_state_bytes"):
+        assert a[key] == b[key], key
+    assert a["optim/update_norm_mean"] > 0 and "optim/update_norm_mean" not in b

@@ -143,7 +143,7 @@ def test_sync_weights_in_place_matches_transformers(engine, model_dir, prompts):
 @needs_vllm
 def test_sampling_groups_and_finished_flags(engine, prompts):
     eos = engine.eos
-    s = Sampling(n=4, max_new_tokens=6, temperature=1.0, top_p=1.0, seed=123)
+    s = Sampling(n=4, max_new_tokens=6, temperature=1.0, top_p=1.0, seeds=tuple(range(123, 123 + len(prompts))))
     out = engine.generate(prompts, s)
     assert len(out) == len(prompts) and all(len(group) == 4 for group in out)
     flat = [g for group in out for g in group]
@@ -156,12 +156,19 @@ def test_sampling_groups_and_finished_flags(engine, prompts):
     assert any(g.finished for g in flat)  # the tiny model answers "N<|im_end|>" in a few tokens
     assert len({tuple(g.completion_ids) for g in flat}) > 1  # samples differ
 
-    # seeded: the same call gives the same samples
-    again = engine.generate(prompts, s)
-    assert [[g.completion_ids for g in grp] for grp in again] == [[g.completion_ids for g in grp] for grp in out]
+    # seeded per prompt: the same call, each prompt alone, and the prompts reversed give the same samples
+    def ids(groups):
+        return [[g.completion_ids for g in grp] for grp in groups]
+
+    assert ids(engine.generate(prompts, s)) == ids(out)
+    alone = [ids(engine.generate([p], Sampling(n=4, max_new_tokens=6, temperature=1.0, seeds=(x,))))[0]
+             for p, x in zip(prompts, s.seeds)]
+    reversed_ = ids(engine.generate(prompts[::-1], Sampling(n=4, max_new_tokens=6, temperature=1.0,
+                                                            seeds=s.seeds[::-1])))
+    assert alone == ids(out) and reversed_[::-1] == ids(out)
 
     # a one-token budget: the first token is never eos here, so nothing finishes
-    cut = engine.generate(prompts, Sampling(n=2, max_new_tokens=1, temperature=1.0, seed=1))
+    cut = engine.generate(prompts, Sampling(n=2, max_new_tokens=1, temperature=1.0))  # seeds drawn
     assert all(len(g.completion_ids) == 1 and not g.finished for grp in cut for g in grp)
 
     # greedy with n > 1: n copies of the one greedy answer
@@ -194,7 +201,7 @@ def test_restart_in_process_bfloat16_keeps_rng(engine, model_dir, prompts):
         assert bf16.dtype == torch.bfloat16
         assert bf16.max_model_len == cfg.model.tiny.max_position_embeddings  # capped
         bf16.sync_weights(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))  # cast on the fly
-        gens = bf16.generate(prompts, Sampling(n=2, max_new_tokens=8, temperature=0.7, seed=3))
+        gens = bf16.generate(prompts, Sampling(n=2, max_new_tokens=8, temperature=0.7, seeds=(3,) * len(prompts)))
         assert [len(g) for g in gens] == [2] * len(prompts)
     finally:
         bf16.close()
@@ -205,7 +212,7 @@ def test_restart_in_process_bfloat16_keeps_rng(engine, model_dir, prompts):
 def test_trial_with_vllm_writes_the_same_keys_as_hf(cache_dir, tmp_path):
     from tests.conftest import run_harness
 
-    args = ["model=tiny", "logger=none", "trainer.steps=2", "trainer.eval_every=0", "task.num_eval=8"]
+    args = ["model=tiny", "logger=none", "trainer.steps=2", "trainer.eval_every=0", "task.num_eval=8", "task.num_val=8"]
     out = {}
     for backend in ("hf", "vllm"):
         p = run_harness(*args, f"rollout={backend}", f"hydra.run.dir={tmp_path}/{backend}", timeout=900)

@@ -7,12 +7,12 @@ code base): `compute_grpo_outcome_advantage`, `compute_policy_loss_vanilla`, `kl
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
-KL_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
-LOSS_AGG = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+from harness.registry import Registry
+
+KL_ESTIMATORS: Registry = Registry("trainer.kl_estimator")  # (logp [N], ref_logp [N]) -> per-token KL [N]
+LOSS_AGG: Registry = Registry("trainer.loss_agg")  # (per_token [N], seq_ids [N], num_seqs, total_tokens) -> scalar
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, norm_by_std: bool = True,
@@ -29,27 +29,19 @@ def group_advantages(rewards: torch.Tensor, group_size: int, norm_by_std: bool =
     return adv.reshape(-1)  # [B]
 
 
-def register_kl(name: str):
-    def deco(fn):
-        KL_ESTIMATORS[name] = fn
-        return fn
-
-    return deco
-
-
-@register_kl("k1")
+@KL_ESTIMATORS.register("k1")
 def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """log(pi/ref): unbiased, high variance, can be negative."""
     return logp - ref_logp  # [N]
 
 
-@register_kl("k2")
+@KL_ESTIMATORS.register("k2")
 def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """0.5 * (log(pi/ref))^2."""
     return 0.5 * (logp - ref_logp).square()  # [N]
 
 
-@register_kl("k3")
+@KL_ESTIMATORS.register("k3")
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Schulman's k3 ("low_var_kl" in verl): ref/pi - log(ref/pi) - 1 >= 0, clamped to [-10, 10]."""
     log_ratio = (ref_logp - logp).clamp(-20.0, 20.0)  # [N]
@@ -71,23 +63,34 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
 
 def aggregate(per_token: torch.Tensor, seq_ids: torch.Tensor, num_seqs: int, mode: str,
               total_tokens: int) -> torch.Tensor:
-    """Reduce a per-token loss [N] to a scalar for a (micro-)batch.
+    """Reduce a per-token loss [N] to a scalar for a (micro-)batch, by the aggregation named `mode`.
 
-    The normalisers are global (whole step), so the sum over micro-batches equals the loss of the
-    full batch: token-mean divides by `total_tokens`, the seq-mean modes by `num_seqs`.
-    seq_ids: [N] index of each token's sequence within the step (0..num_seqs-1).
+    The normalisers are global (whole step, all ranks), so the sum over micro-batches and ranks
+    equals the loss of the full batch: token-mean divides by `total_tokens`, the seq-mean modes by
+    `num_seqs`. seq_ids: [N] index of each token's sequence within the step (0..num_seqs-1).
     """
-    if mode == "token-mean":
-        return per_token.sum() / total_tokens
-    per_seq = torch.zeros(num_seqs, dtype=per_token.dtype, device=per_token.device)  # [B]
-    per_seq = per_seq.index_add(0, seq_ids, per_token)  # [B] token sums
-    if mode == "seq-mean-token-sum":
-        return per_seq.sum() / num_seqs
-    if mode == "seq-mean-token-mean":
-        counts = torch.zeros(num_seqs, dtype=per_token.dtype, device=per_token.device)
-        counts = counts.index_add(0, seq_ids, torch.ones_like(per_token))  # [B]
-        return (per_seq / counts.clamp(min=1)).sum() / num_seqs
-    raise ValueError(f"trainer.loss_agg={mode!r}: allowed values are {list(LOSS_AGG)}")
+    return LOSS_AGG[mode](per_token, seq_ids, num_seqs, total_tokens)
+
+
+@LOSS_AGG.register("token-mean")
+def token_mean(per_token: torch.Tensor, seq_ids: torch.Tensor, num_seqs: int, total_tokens: int) -> torch.Tensor:
+    return per_token.sum() / total_tokens
+
+
+def _per_seq(values: torch.Tensor, seq_ids: torch.Tensor, num_seqs: int) -> torch.Tensor:
+    out = torch.zeros(num_seqs, dtype=values.dtype, device=values.device)  # [B]
+    return out.index_add(0, seq_ids, values)  # [B] sums per sequence
+
+
+@LOSS_AGG.register("seq-mean-token-sum")
+def seq_mean_token_sum(per_token: torch.Tensor, seq_ids: torch.Tensor, num_seqs: int, total_tokens: int) -> torch.Tensor:
+    return _per_seq(per_token, seq_ids, num_seqs).sum() / num_seqs
+
+
+@LOSS_AGG.register("seq-mean-token-mean")
+def seq_mean_token_mean(per_token: torch.Tensor, seq_ids: torch.Tensor, num_seqs: int, total_tokens: int) -> torch.Tensor:
+    counts = _per_seq(torch.ones_like(per_token), seq_ids, num_seqs)  # [B] tokens per sequence
+    return (_per_seq(per_token, seq_ids, num_seqs) / counts.clamp(min=1)).sum() / num_seqs
 
 
 def token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torch.Tensor,

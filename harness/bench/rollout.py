@@ -6,7 +6,10 @@
 Needs vLLM (bash .ci/vllm_setup.sh on CPU). Each (backend, round) is a real trial in a fresh
 process, alternating backends; the first step (warm-up) is left out. `sync s` is the time to load
 the trainer's weights into the engine after each optimizer step (0 for hf, which generates with
-the trained module itself); the vLLM engine's start is part of `setup s`.
+the trained module itself); the vLLM engine's start is part of `setup s`. `update minor faults` and
+`update sys s` (per update, from harness.bench.probe) show what the kernel spends on the update:
+if the update is slower with the engine resident while its faults and system time are the same,
+the cause is not page zeroing.
 """
 
 from __future__ import annotations

@@ -36,13 +36,15 @@ _STATUS = "/proc/self/status"
 
 
 def tensor_bytes(tensors: Iterable[Tensor | None]) -> int:
-    """Sum of numel * element_size, skipping None; a tensor seen twice (the same object, or
+    """Sum of numel * element_size, skipping None (for a DTensor, its local shard's); a tensor seen twice (the same object, or
     another object viewing the same memory with the same dtype and shape) counts once."""
     seen: set = set()
     total = 0
     for t in tensors:
         if t is None:
             continue
+        if hasattr(t, "to_local"):  # a sharded DTensor (FSDP2): this rank's shard is what it holds
+            t = t.to_local()
         ptr = t.data_ptr() if t.device.type != "meta" else 0
         key = (str(t.device), ptr, t.dtype, tuple(t.shape)) if ptr else id(t)
         if key in seen:
@@ -52,11 +54,17 @@ def tensor_bytes(tensors: Iterable[Tensor | None]) -> int:
     return total
 
 
-def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer, replicated: bool = True) -> int:
     """Exact bytes of every tensor in `optimizer.state` (moment buffers and the scalar `step`
-    tensors); non-tensor values (None, python numbers) count 0."""
+    tensors); non-tensor values (None, python numbers) count 0. A harness.optim.HybridOptimizer's
+    `state` is the merged view of its parts (Muon + AdamW), so mixed groups count exactly too.
+
+    Under FSDP2 the moments are sharded (DTensors: this rank's shard counts) while the step
+    counters are plain tensors every rank holds a copy of; `replicated=False` leaves those out, so
+    that a sum over ranks (the others pass False) counts the optimizer's state once, as one process holds it."""
     return tensor_bytes(
-        v for state in optimizer.state.values() for v in state.values() if isinstance(v, Tensor))
+        v for state in optimizer.state.values() for v in state.values()
+        if isinstance(v, Tensor) and (replicated or hasattr(v, "to_local")))
 
 
 def param_bytes(model: torch.nn.Module) -> int:

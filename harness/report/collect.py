@@ -7,7 +7,11 @@ by the trial, with `metrics.jsonl` beside it). A folder with `.hydra/overrides.y
 A row is result.json with the "trial" fields lifted to the top level (name, optimizer, lr,
 momentum, model, task, seed, overrides, slurm_job_id) plus "dir" (the folder relative to the sweep
 folder), "status" ("ok" | "failed" | "missing") and "error" (None or a one-line reason). If
-result.json has no curves, they are rebuilt from metrics.jsonl.
+result.json has no curves (`eval/val_curve`, `train/reward_curve`), they are rebuilt from
+metrics.jsonl; results written before the validation split existed have `eval/curve` (the test
+split), which stands in for `eval/val_curve`. The per-step sparsity curve `sparsity/step_curve`
+(a list of {"step", "changed_fraction_bf16", "step_changed_fraction_bf16", ... fp32}) always comes
+from metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
+
+from harness.metrics import STEP_SPARSITY, curve
+
+VAL_ACCURACY_CURVE = curve("eval/val_accuracy")
 
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
@@ -47,10 +55,12 @@ def read_trial(folder: Path, rel: str = ".") -> dict[str, Any]:
         return {**_trial_fields({}, folder.name), "dir": rel, "status": "failed", "error": reason}
     row = row_from_result(result, default_name=folder.name)
     row["dir"] = rel
-    if not row.get("eval/curve") or not row.get("train/reward_curve"):
-        eval_curve, reward_curve = curves_from_metrics(read_metrics(folder / METRICS))
-        row["eval/curve"] = row.get("eval/curve") or eval_curve
+    records = read_metrics(folder / METRICS)
+    if not row.get("eval/val_curve") or not row.get("train/reward_curve"):
+        val_curve, reward_curve = curves_from_metrics(records)
+        row["eval/val_curve"] = row.get("eval/val_curve") or row.get("eval/curve") or val_curve
         row["train/reward_curve"] = row.get("train/reward_curve") or reward_curve
+    row["sparsity/step_curve"] = sparsity_curve_from_metrics(records)
     return row
 
 
@@ -109,14 +119,33 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def curves_from_metrics(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[float]]:
-    """(eval curve [{"step", "accuracy"}], reward per step) from per-step metric records."""
+    """(validation curve [{"step", "accuracy"}], reward per step) from per-step metric records
+    (`eval/val_accuracy`; `eval/accuracy` in results from before the validation split)."""
     eval_curve, reward = [], []
-    for r in sorted((r for r in records if isinstance(r.get("step"), (int, float))), key=lambda r: r["step"]):
-        if _is_num(r.get("eval/accuracy")):
-            eval_curve.append({"step": int(r["step"]), "accuracy": float(r["eval/accuracy"])})
+    for r in _by_step(records):
+        acc = r.get(VAL_ACCURACY_CURVE, r.get("eval/accuracy"))
+        if _is_num(acc):
+            eval_curve.append({"step": int(r["step"]), "accuracy": float(acc)})
         if _is_num(r.get("train/reward_mean")):
             reward.append(float(r["train/reward_mean"]))
     return eval_curve, reward
+
+
+SPARSITY_STEP_KEYS = tuple(k.split("/", 1)[1] for k in STEP_SPARSITY)  # "step_changed_fraction_bf16", ...
+
+
+def sparsity_curve_from_metrics(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """[{"step", <SPARSITY_STEP_KEYS present>}] from the per-step `sparsity/...` records."""
+    out = []
+    for r in _by_step(records):
+        point = {k: float(r[f"sparsity/{k}"]) for k in SPARSITY_STEP_KEYS if _is_num(r.get(f"sparsity/{k}"))}
+        if point:
+            out.append({"step": int(r["step"]), **point})
+    return out
+
+
+def _by_step(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((r for r in records if _is_num(r.get("step"))), key=lambda r: r["step"])
 
 
 def _walk(root: Path) -> Iterable[tuple[Path, set[str]]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .collect import TRIAL_KEYS, curves_from_metrics, row_from_result
+from .collect import SPARSITY_STEP_KEYS, TRIAL_KEYS, curves_from_metrics, row_from_result, sparsity_curve_from_metrics
 
 NESTED_PREFIXES = ("trial/", "sparsity/by_kind/")  # in case a logger flattened these with "/"
 
@@ -25,7 +25,7 @@ def row_from_wandb(
 ) -> dict[str, Any]:
     """One report row from a W&B run's summary, config, name and state ("finished", "failed",
     "crashed", "killed", "running"). history: optional per-step records (metrics.jsonl keys, or
-    W&B's "_step") used when the summary has no curves. Trial fields missing from the summary are
+    W&B's "_step"): the curves when the summary has none, and the per-step sparsity curve. Trial fields missing from the summary are
     taken from the config (optimizer.name/lr/momentum, model.name, task.name, seed)."""
     summary = _unflatten(dict(summary))
     status = summary.get("status")
@@ -39,10 +39,13 @@ def row_from_wandb(
         if row.get(key) is None:
             row[key] = value
     row["dir"] = f"wandb:{name}"
-    if not isinstance(row.get("eval/curve"), list) or not isinstance(row.get("train/reward_curve"), list):
-        records = [{**r, "step": r.get("step", r.get("_step"))} for r in history or []]
+    if isinstance(row.get("eval/curve"), list) and not isinstance(row.get("eval/val_curve"), list):
+        row["eval/val_curve"] = row["eval/curve"]  # a run from before the validation split
+    records = [{**r, "step": r.get("step", r.get("_step"))} for r in history or []]
+    row["sparsity/step_curve"] = sparsity_curve_from_metrics(records)
+    if not isinstance(row.get("eval/val_curve"), list) or not isinstance(row.get("train/reward_curve"), list):
         eval_curve, reward_curve = curves_from_metrics(records)
-        for key, curve in (("eval/curve", eval_curve), ("train/reward_curve", reward_curve)):
+        for key, curve in (("eval/val_curve", eval_curve), ("train/reward_curve", reward_curve)):
             if not isinstance(row.get(key), list):
                 row[key] = curve
     return row
@@ -55,9 +58,8 @@ def fetch_rows(path: str, group: str) -> list[dict[str, Any]]:
     rows = []
     for run in wandb.Api().runs(path, filters={"group": group}):
         summary = getattr(run.summary, "_json_dict", None) or dict(run.summary)
-        history = None
-        if not isinstance(summary.get("eval/curve"), list) or not isinstance(summary.get("train/reward_curve"), list):
-            history = [*run.scan_history(keys=["_step", "eval/accuracy"]), *run.scan_history(keys=["_step", "train/reward_mean"])]
+        history = [*run.scan_history(keys=["_step", "eval/val_accuracy"]), *run.scan_history(keys=["_step", "train/reward_mean"]),
+                   *run.scan_history(keys=["_step", *(f"sparsity/{k}" for k in SPARSITY_STEP_KEYS)])]
         rows.append(row_from_wandb(summary, dict(run.config), run.name, run.state, history))
     return sorted(rows, key=lambda r: str(r["name"]))
 

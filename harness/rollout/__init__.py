@@ -1,0 +1,47 @@
+"""Rollout backends by name (`rollout.backend`): each registers how it is built and checked.
+
+    python -m harness rollout=hf      transformers generate() on the policy's own weights
+    python -m harness rollout=vllm    a colocated vLLM engine, weights synced in place after each step
+
+`build_rollout(cfg.rollout, ...)` gives an object with the `harness.rollout.base.Rollout` interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.errors import ConfigError
+from harness.registry import Registry
+
+ROLLOUTS: Registry = Registry("rollout.backend")
+
+
+@ROLLOUTS.register("hf")
+def _hf(cfg: Any, *, model: torch.nn.Module, tokenizer: Any, model_dir: str, compute_dtype: torch.dtype,
+        seed: int, device: torch.device):
+    from harness.rollout.hf import HFRollout
+
+    return HFRollout(model, tokenizer.eos_token_id, tokenizer.pad_token_id, compute_dtype, cfg.batch_size)
+
+
+def _check_vllm(cfg: Any) -> None:
+    from harness.rollout.vllm_check import require_vllm
+
+    try:
+        require_vllm()
+    except ImportError as e:
+        raise ConfigError(str(e)) from None
+
+
+@ROLLOUTS.register("vllm", validate=_check_vllm)
+def _vllm(cfg: Any, *, model: torch.nn.Module, tokenizer: Any, model_dir: str, compute_dtype: torch.dtype,
+          seed: int, device: torch.device):
+    from harness.rollout.vllm import VLLMRollout
+
+    return VLLMRollout(cfg, model_dir, seed, device, eos_token_id=tokenizer.eos_token_id)
+
+
+def build_rollout(cfg: Any, **kwargs: Any):
+    return ROLLOUTS.build(cfg.backend, cfg, **kwargs)

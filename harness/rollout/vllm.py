@@ -11,8 +11,9 @@ backend repacks linear weights for oneDNN), and then the prefix cache is reset s
 computed with the old weights is reused.
 
 Sampling matches the transformers backend: temperature, top_p, no top-k, stop at the eos token only
-(kept at the end of the completion), greedy when temperature == 0. Per-prompt seeds: prompt i's
-samples use seeds seed + i*n ... seed + i*n + n-1, so a seeded call is reproducible.
+(kept at the end of the completion), greedy when temperature == 0. Seeded per sample: each of a
+prompt's n samples is its own request with its own seed (harness.rollout.base.sample_seeds of the
+prompt's seed), so a prompt's samples do not depend on which other prompts share the call.
 
 GPU knobs (conf/rollout/vllm.yaml): gpu_memory_utilization, tensor_parallel_size, max_model_len
 (capped at the model's max_position_embeddings), dtype, enforce_eager, and enable_sleep_mode: the
@@ -43,7 +44,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from harness.rollout.base import Generation, Sampling
+from harness.rollout.base import Generation, Sampling, prompt_seeds, sample_seeds
 from harness.rollout.vllm_check import require_vllm
 
 log = logging.getLogger(__name__)
@@ -112,27 +113,28 @@ class VLLMRollout:
             raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({sampling.max_new_tokens}) "
                              f"exceeds rollout.max_model_len={self.max_model_len}")
         greedy = sampling.temperature == 0.0
-        n = 1 if greedy else sampling.n  # vLLM refuses n > 1 when greedy: copy the one answer
-        params = [SamplingParams(
-            n=n, temperature=sampling.temperature, top_p=1.0 if greedy else sampling.top_p, top_k=0,
-            max_tokens=sampling.max_new_tokens,
-            seed=None if sampling.seed is None or greedy else sampling.seed + i * n,
-            ignore_eos=True, stop_token_ids=[self.eos],  # stop at self.eos, and only there
-            detokenize=False,
-        ) for i in range(len(prompts))]
+        # One request per sample, each with its own seed (harness.rollout.base.sample_seeds): the
+        # samples of a prompt do not depend on the other requests. Greedy: one request, copied n times.
+        n = 1 if greedy else sampling.n
+        seeds = [None] * len(prompts) if greedy else [sample_seeds(s, n) for s in prompt_seeds(sampling, len(prompts))]
+        requests, params = [], []
+        for p, row_seeds in zip(prompts, seeds):
+            for j in range(n):
+                requests.append(TokensPrompt(prompt_token_ids=[int(t) for t in p]))
+                params.append(SamplingParams(
+                    n=1, temperature=sampling.temperature, top_p=1.0 if greedy else sampling.top_p, top_k=0,
+                    max_tokens=sampling.max_new_tokens, seed=None if greedy else row_seeds[j],
+                    ignore_eos=True, stop_token_ids=[self.eos],  # stop at self.eos, and only there
+                    detokenize=False))
         self._wake(("weights", "kv_cache"))
         try:
-            outs = self.llm.generate([TokensPrompt(prompt_token_ids=[int(t) for t in p]) for p in prompts],
-                                     params, use_tqdm=False)
+            outs = self.llm.generate(requests, params, use_tqdm=False)  # in request order
         finally:
             self._sleep()
-        result = []
-        for out in outs:
-            gens = [self._generation(c) for c in sorted(out.outputs, key=lambda c: c.index)]
-            if greedy:
-                gens = [Generation(list(gens[0].completion_ids), gens[0].finished) for _ in range(sampling.n)]
-            result.append(gens)
-        return result
+        gens = [self._generation(out.outputs[0]) for out in outs]
+        if greedy:
+            return [[Generation(list(g.completion_ids), g.finished) for _ in range(sampling.n)] for g in gens]
+        return [gens[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     def _generation(self, completion: Any) -> Generation:
         ids = list(completion.token_ids)
@@ -241,6 +243,8 @@ def _named_weights(model: torch.nn.Module, dtype: torch.dtype, to_cpu: bool) -> 
         name = name.replace("_orig_mod.", "")  # torch.compile wrapper
         name = name[len("module."):] if name.startswith("module.") else name  # DDP wrapper
         t = p.detach()
+        if hasattr(t, "full_tensor"):  # FSDP2: gather this one parameter (every rank, in the same order)
+            t = t.full_tensor()
         yield name, (t.to("cpu", dtype=dtype) if to_cpu else t.to(dtype))
 
 

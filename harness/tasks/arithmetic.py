@@ -1,7 +1,9 @@
 """Generated arithmetic problems with exact integer answers (the default task, runs on a CPU).
 
-Problems are drawn from a seeded generator: the train and eval splits come from different streams
-of the same seed, and eval problems never appear in train. Reward: 1.0 if the last integer in the
+Problems are drawn from a seeded generator: the test (eval), validation and train splits come from
+different streams of the same seed, in that order, each avoiding the ones before it, so the three
+are disjoint. The test split depends only on (seed, num_eval, value range, ops): every trial with
+the same seed and task config is scored on the same problems. Reward: 1.0 if the last integer in the
 completion equals the answer, else 0.0.
 """
 
@@ -16,13 +18,13 @@ _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * 
 _INT = re.compile(r"-?\d+")
 
 
-def make_problems(n: int, seed: int, min_value: int, max_value: int, ops: list[str],
+def make_problems(n: int, seed: int | str, min_value: int, max_value: int, ops: list[str],
                   exclude: frozenset[str] = frozenset()) -> list[Problem]:
     """n distinct problems `a op b` with a, b uniform in [min_value, max_value], none in `exclude`."""
     bad = [op for op in ops if op not in _OPS]
     if bad or not ops:
         raise ValueError(f"task.ops={ops} must be a non-empty list of {sorted(_OPS)}")
-    space = (max_value - min_value + 1) ** 2 * len(set(ops)) - len(exclude)
+    space = space_size(min_value, max_value, ops) - len(exclude)
     if n > space:
         raise ValueError(f"task asks for {n} distinct problems but only {space} exist in "
                          f"[{min_value}, {max_value}] with ops {ops}: raise task.max_value")
@@ -40,13 +42,21 @@ def make_problems(n: int, seed: int, min_value: int, max_value: int, ops: list[s
     return out
 
 
-def splits(num_train: int, num_eval: int, seed: int, min_value: int, max_value: int,
-           ops: list[str]) -> tuple[list[Problem], list[Problem]]:
-    """Held-out eval split first (its own stream), then train problems that avoid it."""
+def space_size(min_value: int, max_value: int, ops: list[str]) -> int:
+    """How many distinct problems the value range and ops allow."""
+    return max(0, max_value - min_value + 1) ** 2 * len(set(ops))
+
+
+def splits(num_train: int, num_val: int, num_eval: int, seed: int, min_value: int, max_value: int,
+           ops: list[str]) -> tuple[list[Problem], list[Problem], list[Problem]]:
+    """(train, val, test): the test split first (its own stream, as before validation existed),
+    then validation avoiding it, then train avoiding both."""
     eval_ = make_problems(num_eval, seed * 2 + 1, min_value, max_value, ops)
-    train = make_problems(num_train, seed * 2, min_value, max_value, ops,
-                          exclude=frozenset(p.question for p in eval_))
-    return train, eval_
+    taken = frozenset(p.question for p in eval_)
+    val = make_problems(num_val, f"val-{seed}", min_value, max_value, ops, exclude=taken)
+    taken |= {p.question for p in val}
+    train = make_problems(num_train, seed * 2, min_value, max_value, ops, exclude=taken)
+    return train, val, eval_
 
 
 def verify_last_integer(completion: str, answer: str) -> float:

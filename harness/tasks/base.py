@@ -1,4 +1,4 @@
-"""What a task is: train/eval problems, how a problem becomes chat messages, and its verifier.
+"""What a task is: train / validation / test problems, how a problem becomes chat messages, and its verifier.
 
 A verifier is a plain module-level callable `(completion: str, answer: str) -> float` (picklable, so
 harness.tasks.verify can run it in a separate process with a time limit). Model output is only
@@ -22,8 +22,9 @@ class Problem:
 @dataclass
 class Task:
     name: str
-    train: list[Problem]
-    eval: list[Problem]
+    train: list[Problem]  # training prompts
+    val: list[Problem]  # validation: eval during training, the report's lr choice (task.num_val)
+    eval: list[Problem]  # test: the final eval, the reported accuracy (task.num_eval)
     verifier: Verifier
     prompt_template: str
     system_prompt: Optional[str] = None

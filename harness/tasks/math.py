@@ -1,10 +1,26 @@
-"""The paper's kind of task: math problems with a reference answer, reward from math-verify.
+"""The paper's kind of task: math problems with a reference answer, reward from MATH's normalisation + math-verify.
 
 Data: a local .jsonl or .parquet file (or a Hugging Face dataset name, which needs network) with a
 question column and an answer column; optional row filter (NuminaMath-CoT: source=synthetic_math).
-Reward: 1.0 if the last \\boxed{...} in the completion equals the reference after math-verify's
-normalisation. Only math-verify's LaTeX extraction is used: its plain-expression extraction runs
-sympy's parse_expr (eval) on the text, which model output must never reach.
+Splits (`splits`): test = `eval_path` or num_eval rows held out of `path`; validation = `val_path`
+or the next num_val rows of `path`; train = the rest; disjoint by question text.
+
+Reward (`verify_boxed`): 1.0 if the last \\boxed{...} in the completion equals the reference under
+MATH's normalisation (harness.tasks.math_normalize, Hendrycks' is_equiv: what the paper scores
+with), or under math-verify on the raw strings or on MATH-normalised strings. It accepts every
+pair MATH accepts (tests/test_math_answers.py holds the table), e.g. `10\\%` vs `10` (math-verify
+alone reads 10% as 0.1), `5\\text{ cm}`, `90^\\circ`, `\\dfrac`, `x=3` vs `3`.
+Deliberately more lenient than MATH (math-verify compares values and sets, not strings): decimals
+vs fractions other than 0.5 (`0.50`, `3.0`), unreduced fractions, equal radicals (`2\\sqrt{2}` vs
+`\\sqrt{8}`), rationalised denominators, reordered terms (`x^2+1` vs `1+x^2`), thousands
+separators (`1,000`, `1{,}000`, `\\$1,000`), `\\$5.00` vs `5`, `10.0\\%` vs `10`, multiple-choice
+letters in parentheses or `\\text{}`/`\\textbf{}`/`\\mbox{}` (`(A)` vs `A`), a word in `\\text{}`, a
+`x \\in` before an interval, and sets or lists of solutions in any order (`1,2` vs `2,1`; ordered
+pairs `(1,2)` vs `(2,1)` stay unequal). Kept from MATH although lax: a short left-hand side is
+dropped on both sides, so `x=3` equals `y=3`. Neither accepts a bare `%`, `1\\,000` or an answer
+wholly inside `\\text{5 cm}`.
+Only math-verify's LaTeX extraction is used: its plain-expression extraction runs sympy's
+parse_expr (eval) on the text, which model output must never reach.
 """
 
 from __future__ import annotations
@@ -76,19 +92,40 @@ def load_problems(source: str, split: str, question_key: str, answer_key: str,
     return out
 
 
-def splits(cfg) -> tuple[list[Problem], list[Problem]]:
-    """Train and eval problems. Train is shuffled with task.shuffle_seed (the paper: seed 42)."""
-    train = load_problems(cfg.path, cfg.split, cfg.question_key, cfg.answer_key, cfg.filter_key, cfg.filter_value)
-    random.Random(cfg.shuffle_seed).shuffle(train)
+def splits(cfg) -> tuple[list[Problem], list[Problem], list[Problem]]:
+    """(train, val, test). `path` is shuffled with task.shuffle_seed (the paper: seed 42); the test
+    split is `eval_path`'s first num_eval rows or else the first num_eval rows of `path`, the
+    validation split `val_path`'s first num_val rows or else the next num_val rows of `path`, and
+    train is what is left of `path` (first num_train rows, 0 = all). Disjoint by question text: a
+    validation row that is also a test question, and a train row that is in either, are dropped
+    (so files that overlap, e.g. a train set that contains MATH500, stay clean)."""
+    rows = load_problems(cfg.path, cfg.split, cfg.question_key, cfg.answer_key, cfg.filter_key, cfg.filter_value)
+    random.Random(cfg.shuffle_seed).shuffle(rows)
+    need = (0 if cfg.eval_path else cfg.num_eval) + (0 if cfg.val_path else cfg.num_val)
+    if len(rows) <= need:
+        raise TaskDataError(f"{cfg.path}: {len(rows)} rows, not enough to hold out task.num_eval={cfg.num_eval} "
+                            f"and task.num_val={cfg.num_val} (held out of task.path when task.eval_path / "
+                            "task.val_path are null) and keep some for training")
     if cfg.eval_path:
-        eval_ = load_problems(cfg.eval_path, cfg.eval_split, cfg.question_key, cfg.answer_key)[: cfg.num_eval]
+        test = load_problems(cfg.eval_path, cfg.eval_split, cfg.question_key, cfg.answer_key)[: cfg.num_eval]
     else:
-        if len(train) <= cfg.num_eval:
-            raise TaskDataError(f"{cfg.path}: {len(train)} rows, not enough to hold out task.num_eval={cfg.num_eval}")
-        eval_, train = train[: cfg.num_eval], train[cfg.num_eval:]
+        test, rows = rows[: cfg.num_eval], rows[cfg.num_eval:]
+    taken = {p.question for p in test}
+    if cfg.val_path:
+        val = [p for p in load_problems(cfg.val_path, cfg.val_split, cfg.question_key, cfg.answer_key)
+               if p.question not in taken][: cfg.num_val]
+    else:
+        rows = [p for p in rows if p.question not in taken]
+        val, rows = rows[: cfg.num_val], rows[cfg.num_val:]
+    if not val:
+        raise TaskDataError(f"{cfg.val_path}: no validation rows left that are not test questions")
+    taken |= {p.question for p in val}
+    train = [p for p in rows if p.question not in taken]
     if cfg.num_train:
         train = train[: cfg.num_train]
-    return train, eval_
+    if not train:
+        raise TaskDataError(f"{cfg.path}: no train rows left after removing validation and test questions")
+    return train, val, test
 
 
 def last_boxed(text: str) -> Optional[str]:
@@ -108,23 +145,40 @@ def last_boxed(text: str) -> Optional[str]:
 
 
 def verify_boxed(completion: str, answer: str) -> float:
-    """1.0 if the last \\boxed{} answer equals the reference under math-verify (LaTeX parsing only).
+    """1.0 if the last \\boxed{} answer equals the reference, else 0.0: equal under MATH's
+    normalisation (harness.tasks.math_normalize.is_equiv, what the paper scores with), or under
+    math-verify on the raw strings, or under math-verify on both strings after MATH's
+    normalisation (so "10\\%" vs "10", "10.0\\%" vs "10", "90^\\circ" vs "90" all pass). See
+    the module docstring for where this is more lenient than MATH.
 
     Time limits are enforced by harness.tasks.verify (a separate process), so math-verify's own
     signal-based timeouts are turned off.
     """
+    from harness.tasks.math_normalize import is_equiv, strip_string
+
+    boxed = last_boxed(completion)
+    if boxed is None:
+        return 0.0
+    gold = last_boxed(answer) if "\\boxed" in answer else answer
+    if gold is None:
+        return 0.0
+    if is_equiv(boxed, gold) or _math_verify_equal(gold, boxed):
+        return 1.0
+    try:
+        stripped = strip_string(gold), strip_string(boxed)
+    except (ValueError, IndexError):
+        return 0.0
+    return 1.0 if stripped[0] and stripped[1] and _math_verify_equal(*stripped) else 0.0
+
+
+def _math_verify_equal(gold: str, pred: str) -> bool:
+    """math-verify on two answer strings, LaTeX extraction only (never its eval-based parsing)."""
     import math_verify.grader
     import math_verify.parser
     from math_verify import LatexExtractionConfig, parse, verify
 
     math_verify.parser.TIMEOUT_WARNING_SHOWN = math_verify.grader.TIMEOUT_WARNING_SHOWN = True  # we time out
-    boxed = last_boxed(completion)
-    if boxed is None:
-        return 0.0
     cfg = [LatexExtractionConfig(boxed_match_priority=0)]
-    gold = parse(f"${answer}$" if "\\boxed" not in answer else answer, extraction_config=cfg,
-                 parsing_timeout=None)
-    pred = parse(f"$\\boxed{{{boxed}}}$", extraction_config=cfg, parsing_timeout=None)
-    if not gold or not pred:
-        return 0.0
-    return 1.0 if verify(gold, pred, timeout_seconds=None) else 0.0
+    g = parse(f"$\\boxed{{{gold}}}$", extraction_config=cfg, parsing_timeout=None)
+    p = parse(f"$\\boxed{{{pred}}}$", extraction_config=cfg, parsing_timeout=None)
+    return bool(g and p and verify(g, p, timeout_seconds=None))

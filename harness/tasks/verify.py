@@ -4,23 +4,62 @@ A completion whose verifier raises scores 0.0 and counts as an error; one that r
 `timeout_s` (a regex that backtracks forever, a sympy simplification that never ends) has its
 worker killed, scores 0.0 and counts as a timeout; the run goes on with a fresh worker. A process,
 not a thread or signal.alarm: a hang inside C code (the `re` module) ignores both.
+
+The worker never outlives the trial, even one killed with SIGKILL (which runs no cleanup): it
+closes its copy of the parent's pipe end, so the pipe reports EOF once the trial is gone; on Linux
+it also asks the kernel for SIGKILL when the thread that forked it dies (PR_SET_PDEATHSIG); and it
+checks its parent's pid every second while it waits, for where neither applies. Under torchrun each
+rank has its own worker, tied to that rank in the same way.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from harness.tasks.base import Verifier
 
 
-def _worker(fn: Verifier, conn: Connection) -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_PARENT_CHECK_S = 1.0  # how often a waiting worker checks that the trial is still there
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this process when the thread that forked it dies (a SIGKILLed trial included)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: EOF and the pid check still end the worker
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl: nobody will send the signal
+        os._exit(0)
+
+
+def _worker(fn: Verifier, conn: Connection, parent_end: Connection, parent_pid: int, pdeathsig: bool) -> None:
+    parent_end.close()  # else this process holds the pipe open itself and never sees EOF
+    # signals meant for the trial reach its whole process tree (SLURM's pre-timeout SIGUSR2, Ctrl-C):
+    # the fork inherited the trial's handlers (submitit's would requeue the job from here); the trial
+    # alone acts on them, and ends this worker through the pipe
+    for sig in (signal.SIGUSR2, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    if pdeathsig:
+        _die_with_parent(parent_pid)
     while True:
         try:
+            while not conn.poll(_PARENT_CHECK_S):
+                if os.getppid() != parent_pid:  # re-parented: the trial is gone
+                    return
             batch = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if batch is None:
             return
@@ -53,7 +92,10 @@ class SafeVerifier:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_worker, args=(self.fn, child), daemon=True)
+        # PDEATHSIG fires when the forking *thread* ends: only tie the worker to the main thread's life
+        pdeathsig = threading.current_thread() is threading.main_thread()
+        self._proc = self._ctx.Process(target=_worker, args=(self.fn, child, parent, os.getpid(), pdeathsig),
+                                       daemon=True)
         self._proc.start()
         child.close()
         self._conn = parent
@@ -85,7 +127,16 @@ class SafeVerifier:
                     self._kill()  # the worker is stuck on item i: restart and go on after it
                     done.add(i)
                     break
-                j, kind, value = self._conn.recv()
+                try:
+                    j, kind, value = self._conn.recv()
+                except (EOFError, OSError):  # the worker died on item i (killed, out of memory): score 0
+                    assert self._proc is not None
+                    self._proc.join(timeout=5)
+                    stats.errors += 1
+                    stats.last_error = f"verifier worker died (exit code {self._proc.exitcode})"
+                    self._kill()
+                    done.add(i)
+                    break
                 done.add(j)
                 if kind == "ok":
                     scores[j] = value

@@ -1,5 +1,6 @@
-"""Optimizers that torch.optim lacks. Any importable optimizer class works from config:
-`optimizer._target_=torch.optim.Adagrad` (plus its keyword arguments as optimizer.<name>=...).
+"""RMSPropBC: Adam without momentum, the paper's "RMSProp" ablation.
+
+    python -m harness optimizer=rmsprop optimizer.lr=1e-5
 """
 
 from __future__ import annotations
