@@ -80,6 +80,12 @@ class RolloutConfig:
 
 
 @dataclass
+class HFRolloutConfig(RolloutConfig):
+    share_prefill: bool = MISSING  # prefill each prompt once, its KV cache repeated for its n samples
+    generation_dtype: Optional[str] = MISSING  # null: autocast over the policy's weights; a dtype: a copy for generation
+
+
+@dataclass
 class VLLMRolloutConfig(RolloutConfig):
     gpu_memory_utilization: float = MISSING
     tensor_parallel_size: int = MISSING
@@ -119,7 +125,7 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(group="schema", name="model", node=ModelConfig)
     cs.store(group="schema", name="trainer", node=TrainerConfig)
-    cs.store(group="schema", name="rollout_hf", node=RolloutConfig)
+    cs.store(group="schema", name="rollout_hf", node=HFRolloutConfig)
     cs.store(group="schema", name="rollout_vllm", node=VLLMRolloutConfig)
     cs.store(group="schema", name="logger", node=LoggerConfig)
     cs.store(group="schema", name="distributed", node=DistributedConfig)

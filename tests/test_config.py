@@ -47,6 +47,7 @@ def test_first_line_of_every_config_file_is_a_command():
     ("trainer.loss_agg=mean", "trainer.loss_agg='mean': allowed values are seq-mean-token-mean, seq-mean-token-sum, token-mean"),
     ("trainer.diagnostics=[update_norm,nosuch]", "trainer.diagnostics='nosuch': allowed values are momentum_grad_cosine"),
     ("rollout.backend=sglang", "rollout.backend='sglang': allowed values are hf, vllm"),
+    ("rollout.generation_dtype=int8", "rollout.generation_dtype='int8': allowed values are null, bfloat16, float16, float32"),
     ("distributed.strategy=ddp", "distributed.strategy='ddp': allowed values are"),
     ("+optimizer.foo=1", "optimizer.foo=1: is not an argument of SGD"),
     ("optimizer._target_=torch.optim.Nope", "optimizer._target_='torch.optim.Nope': cannot import it"),

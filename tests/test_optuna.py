@@ -101,7 +101,7 @@ def _check_values_match_result_files(study, sweep):
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         r = json.loads((sweep / t.user_attrs["dir"] / "result.json").read_text())
         assert r["status"] == "ok"
-        assert t.value == r["eval/accuracy_final"]
+        assert t.value == r["eval/val_accuracy_final"]
         assert r["trial"]["lr"] == t.params["optimizer.lr"] and r["trial"]["momentum"] == t.params["optimizer.momentum"]
 
 
@@ -110,7 +110,7 @@ def test_search_is_persistent_resumable_and_tells_result_values(cache_dir, tmp_p
     p = run_harness("-m", "+sweeps=search_sgd", *TINY, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}")
     assert p.returncode == 0, p.stderr[-3000:]
     study = _study(sweep)
-    assert study.user_attrs["objective"] == "eval/accuracy_final"
+    assert study.user_attrs["objective"] == "eval/val_accuracy_final"
     first = study.get_trials()
     assert [t.state for t in first] == [TrialState.COMPLETE] * 3
     assert all(isinstance(t.value, float) and 0 <= t.value <= 1 for t in first)

@@ -201,7 +201,7 @@ def test_optuna_search_on_slurm(cluster, cache_dir, tmp_path):  # noqa: F811
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     for t in trials:
         r = json.loads((sweep / t.user_attrs["dir"] / "result.json").read_text())
-        assert t.value == r["eval/accuracy_final"] and r["trial"]["slurm_job_id"]
+        assert t.value == r["eval/val_accuracy_final"] and r["trial"]["slurm_job_id"]
 
 
 def test_distributed_trials_on_slurm_tasks(cluster, cache_dir, tmp_path):  # noqa: F811

@@ -79,11 +79,12 @@ def _kill_and_check(proc: subprocess.Popen, forked) -> float:
 
 
 def _same_cmdline(parent: int):
-    want = Path(f"/proc/{parent}/cmdline").read_bytes()
+    """A test for "pid is a fork of parent": the same command line as the parent's *now* (read at each
+    check, not once: right after Popen the child may not have exec'd yet and still shows pytest's)."""
 
     def forked(pid: int) -> bool:
         try:
-            return Path(f"/proc/{pid}/cmdline").read_bytes() == want
+            return Path(f"/proc/{pid}/cmdline").read_bytes() == Path(f"/proc/{parent}/cmdline").read_bytes()
         except OSError:
             return False
     return forked

@@ -58,6 +58,13 @@ def run_one(variant: Union[Variant, list[str]], steps: int, extra: list[str], ou
     res = json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else {}
     if code != 0 or res.get("status") != "ok":
         raise SystemExit(f"bench: trial failed: {' '.join(cmd)}\n{res.get('error') or err}")
+    (out / "usage.json").write_text(json.dumps(usage))
+    return read_run(out)
+
+
+def read_run(out: Path) -> dict:
+    """The medians of a finished run's folder (metrics.jsonl, result.json, phases.jsonl, usage.json)."""
+    res = json.loads((out / "result.json").read_text())
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     timed = [r for r in rows if "train/reward_mean" in r][1:]  # drop the warm-up step
     m = {name: statistics.median(r.get(k) or 0.0 for r in timed) for name, k in STEP_KEYS.items()}
@@ -76,16 +83,17 @@ def run_one(variant: Union[Variant, list[str]], steps: int, extra: list[str], ou
               "setup s": res.get("perf/setup_s") or 0.0,
               "sparsity s": res.get("perf/sparsity_s") or 0.0,
               "sparsity / step": (res.get("perf/sparsity_s") or 0.0) / max(m["step s"], 1e-9),
-              **usage})
+              **json.loads((out / "usage.json").read_text())})
     return m
 
 
 def _phase_usage(path: Path, phase: str) -> dict[str, float]:
-    """Medians over the timed steps of a phase's minor page faults and system seconds (bench.probe)."""
+    """Medians over the timed steps of a phase's minor page faults, system and user CPU seconds
+    (bench.probe; CPU seconds change less than wall time when other processes share the cores)."""
     rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
     rows = [r for r in rows if r["phase"] == phase][1:]  # drop the warm-up step
     med = (lambda k: statistics.median(r[k] for r in rows)) if rows else (lambda k: 0.0)
-    return {f"{phase} minor faults": med("minflt"), f"{phase} sys s": med("sys_s")}
+    return {f"{phase} minor faults": med("minflt"), f"{phase} sys s": med("sys_s"), f"{phase} user s": med("user_s")}
 
 
 def run_rounds(variants: dict[str, Union[Variant, list[str]]], steps: int, rounds: int, extra: list[str],

@@ -35,6 +35,8 @@ def _check(cfg: Any) -> None:
 
     validate(cfg.distributed)  # includes the torch version check for fsdp2
     world = read_launch(os.environ).world_size
+    check(cfg.rollout.get("generation_dtype") is None, "rollout.generation_dtype", cfg.rollout.get("generation_dtype"),
+          "must be null with distributed=fsdp2 (a generation copy would hold the whole model on every rank)")
     check(cfg.trainer.prompts_per_step % world == 0, "trainer.prompts_per_step", cfg.trainer.prompts_per_step,
           f"must be a multiple of the world size {world}: a prompt's group never spans two ranks")
 

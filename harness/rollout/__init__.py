@@ -12,18 +12,29 @@ from typing import Any
 
 import torch
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, check
 from harness.registry import Registry
 
 ROLLOUTS: Registry = Registry("rollout.backend")
 
 
-@ROLLOUTS.register("hf")
+GENERATION_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _check_hf(cfg: Any) -> None:
+    check(cfg.batch_size >= 0, "rollout.batch_size", cfg.batch_size, "must be >= 0 (0: the whole step at once)")
+    check(cfg.generation_dtype is None or cfg.generation_dtype in GENERATION_DTYPES, "rollout.generation_dtype",
+          cfg.generation_dtype, f"allowed values are null, {', '.join(GENERATION_DTYPES)}")
+
+
+@ROLLOUTS.register("hf", validate=_check_hf)
 def _hf(cfg: Any, *, model: torch.nn.Module, tokenizer: Any, model_dir: str, compute_dtype: torch.dtype,
         seed: int, device: torch.device):
     from harness.rollout.hf import HFRollout
 
-    return HFRollout(model, tokenizer.eos_token_id, tokenizer.pad_token_id, compute_dtype, cfg.batch_size)
+    gen_dtype = None if cfg.generation_dtype is None else getattr(torch, cfg.generation_dtype)
+    return HFRollout(model, tokenizer.eos_token_id, tokenizer.pad_token_id, compute_dtype, cfg.batch_size,
+                     share_prefill=cfg.share_prefill, generation_dtype=gen_dtype)
 
 
 def _check_vllm(cfg: Any) -> None:

@@ -23,7 +23,7 @@ trial that had finished by then is skipped and its result.json read). One sweep 
 Each Optuna trial runs in `<sweep dir>/trial_<number>` (numbers never repeat in a study, so a
 re-run never reuses a folder for other parameters), with the folder stored in the trial's user
 attrs ("dir", relative to the sweep folder) with its overrides. The trial's return value (the
-config's `objective`, e.g. eval/accuracy_final) is told to Optuna; None or NaN (a failed or
+config's `objective`, e.g. eval/val_accuracy_final, the validation split) is told to Optuna; None or NaN (a failed or
 diverged trial) or a job that raised is told as FAIL, with the reason in user attr "error", and
 the search goes on. TPE ignores failed trials.
 
