@@ -20,7 +20,7 @@ import contextlib
 import copy
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 
