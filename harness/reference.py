@@ -17,6 +17,8 @@ from typing import Iterator
 
 import torch
 
+from harness.distributed.reduce import local_tensor
+
 
 def _exact_in(t: torch.Tensor, dtype: torch.dtype) -> bool:
     return bool(torch.equal(t.to(dtype).to(t.dtype), t))
@@ -25,14 +27,13 @@ def _exact_in(t: torch.Tensor, dtype: torch.dtype) -> bool:
 class InitialWeights:
     def __init__(self, model: torch.nn.Module, compute_dtype: torch.dtype, copy: bool = True):
         """copy=False: `model` is a frozen reference model; keep views of its (local) tensors."""
-        local = (lambda p: p.to_local() if hasattr(p, "to_local") else p)
         self.linear = {f"{mn}.weight" for mn, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
         self.param_dtype = {n: p.dtype for n, p in model.named_parameters()}
         narrow = compute_dtype if compute_dtype != next(model.parameters()).dtype else None
         self.tensors: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             for n, p in model.named_parameters():
-                t = local(p).detach()
+                t = local_tensor(p).detach()
                 if not copy:
                     self.tensors[n] = t
                 elif narrow is not None and narrow.itemsize < t.element_size() and _exact_in(t, narrow):

@@ -42,6 +42,7 @@ import torch
 
 from harness.algo.grpo import KL_ESTIMATORS, aggregate, clipped_policy_loss, group_advantages
 from harness.algo.logprobs import GroupBatch, completion_logprobs
+from harness.distributed.reduce import local_tensor as _local
 from harness.measure.diagnostics import Diagnostics, StepContext
 from harness.measure.memory import PhaseTracker, grad_bytes, optimizer_state_bytes
 from harness.parallel import OneProcess
@@ -384,10 +385,6 @@ def _injected_fault(rank: int, step: int) -> None:
     spec = os.environ.get("HARNESS_INJECT_FAULT")
     if spec and spec == f"{rank}:{step}":
         raise RuntimeError(f"injected fault (HARNESS_INJECT_FAULT={spec})")
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
 
 
 def _clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import Tensor
 
+from harness.distributed.reduce import local_tensor as _local
 from harness.measure.optim_diag import MOMENTUM_KEYS, _combine, _first_state, second_moment_stats
 from harness.registry import Registry
 
@@ -61,11 +62,6 @@ class Diagnostic:
 
     def after(self, ctx: StepContext) -> dict[str, Optional[float]]:
         return {}
-
-
-def _local(t: Tensor) -> Tensor:
-    """The local shard of a DTensor (FSDP2), or the tensor itself."""
-    return t.to_local() if hasattr(t, "to_local") else t
 
 
 @DIAGNOSTICS.register("momentum_grad_cosine")

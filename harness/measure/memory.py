@@ -31,6 +31,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from harness.distributed.reduce import local_tensor
+
 _CLEAR_REFS = "/proc/self/clear_refs"
 _STATUS = "/proc/self/status"
 
@@ -43,8 +45,7 @@ def tensor_bytes(tensors: Iterable[Tensor | None]) -> int:
     for t in tensors:
         if t is None:
             continue
-        if hasattr(t, "to_local"):  # a sharded DTensor (FSDP2): this rank's shard is what it holds
-            t = t.to_local()
+        t = local_tensor(t)  # a sharded DTensor (FSDP2): this rank's shard is what it holds
         ptr = t.data_ptr() if t.device.type != "meta" else 0
         key = (str(t.device), ptr, t.dtype, tuple(t.shape)) if ptr else id(t)
         if key in seen:
