@@ -54,11 +54,12 @@ class Parallel:
     wrap: Callable[[torch.nn.Module], torch.nn.Module]  # applied once to the loaded model
     checkpoint: Callable[[Path], Any]  # trial folder -> an object with save(trainer) / load(trainer)
 
-    def final_sparsity(self, initial: Any, model: torch.nn.Module, rank_energy: float) -> dict:
+    def final_sparsity(self, initial: Any, model: torch.nn.Module, rank_energy: float, block: int) -> dict:
         """The update-sparsity measurement at the end (harness.measure.sparsity)."""
         from harness.measure.sparsity import update_sparsity
 
-        return update_sparsity(initial.tensors, dict(model.named_parameters()), rank_energy=rank_energy)
+        return update_sparsity(initial.tensors, dict(model.named_parameters()), rank_energy=rank_energy,
+                               block=block)
 
     def memory_report(self, trainer: Any) -> dict:
         """Extra memory keys (per-rank peaks in a distributed trial)."""

@@ -103,7 +103,8 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
         trainer = GRPOTrainer(
             cfg.trainer, model=model, tokenizer=tokenizer, task=task, rollout=rollout, optimizer=optimizer,
             verifier=SafeVerifier(task.verifier, cfg.task.verify_timeout_s), compute_dtype=compute_dtype,
-            device=par.device, diagnostics=Diagnostics(list(cfg.trainer.diagnostics), cfg.trainer.diagnostics_chunk_numel),
+            device=par.device, diagnostics=Diagnostics(list(cfg.trainer.diagnostics), cfg.trainer.diagnostics_chunk_numel,
+                                                          cfg.trainer.diagnostics_block_numel),
             log=log, seed=cfg.seed, shared_prefix=not cfg.model.gradient_checkpointing, checkpoint=checkpoint,
             dist=dist, reference=par.reference, generation=par.generation)
         if resume_step is not None:
@@ -127,7 +128,8 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
             if bar is not None:
                 bar.close()
         with trainer.phases.phase("sparsity"):
-            sparsity = par.final_sparsity(trainer.initial, model, cfg.trainer.rank_energy)
+            sparsity = par.final_sparsity(trainer.initial, model, cfg.trainer.rank_energy,
+                                         cfg.trainer.diagnostics_block_numel)
         params_total = int(dist.all_reduce_sum([float(param_bytes(model))])[0])
         result.update(summarise(trainer, model, optimizer, sparsity, params_total, trainer.optimizer_state_bytes()))
         result.update(par.memory_report(trainer))

@@ -20,7 +20,8 @@ def validate_trainer(t: Any) -> None:
     from harness.measure.diagnostics import validate_names
 
     for key in ("steps", "prompts_per_step", "max_new_tokens", "max_prompt_tokens", "micro_batch_size",
-                "eval_batch_size", "eval_max_new_tokens", "diagnostics_chunk_numel"):
+                "eval_batch_size", "eval_max_new_tokens", "diagnostics_chunk_numel",
+                "diagnostics_block_numel"):
         _check(t[key] >= 1, f"trainer.{key}", t[key], "must be >= 1")
     _check(t.group_size >= 2, "trainer.group_size", t.group_size,
            "must be >= 2 (GRPO normalises rewards within a group)")

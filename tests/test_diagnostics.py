@@ -49,13 +49,14 @@ def test_chunked_step_is_bit_identical_to_one_step(name, chunk):
     assert seen == names * 3  # each parameter observed once per step, in order
 
 
-def test_step_sparsity_counts_below_bf16_resolution_as_zero_in_bf16():
+@pytest.mark.parametrize("block", [5, 1 << 16])  # blocks that split rows, and one block per tensor
+def test_step_sparsity_counts_below_bf16_resolution_as_zero_in_bf16(block):
     w = torch.nn.Parameter(torch.full((4, 8), 1.0))
     model = torch.nn.Module()
     model.w = w
     initial = InitialWeights(model, torch.float32)
     opt = torch.optim.SGD([w], lr=1.0)
-    d = Diagnostics(["step_sparsity", "update_norm"], 1 << 20)
+    d = Diagnostics(["step_sparsity", "update_norm"], 1 << 20, block)
     ctx = StepContext(opt, initial)
     # 1e-4 is far below bf16's resolution at 1.0 (2**-8 = 0.0039): every fp32 entry moves, none in bf16
     w.grad = torch.full_like(w, 1e-4)
@@ -72,10 +73,42 @@ def test_step_sparsity_counts_below_bf16_resolution_as_zero_in_bf16():
     assert m["sparsity/changed_fraction_fp32"] == 1.0 and m["sparsity/changed_fraction_bf16"] == 0.5
 
 
+@pytest.mark.parametrize("block", [1, 7, 1 << 16])
+def test_blockwise_counts_and_norm_equal_whole_tensor_comparisons(block):
+    model = _model()
+    with torch.no_grad():  # some entries exactly on the bf16 grid, one exact zero: edge cases of the counts
+        model[0].weight[0] = model[0].weight[0].to(torch.bfloat16).float()
+        model[0].weight[1, 0] = 0.0
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    d = Diagnostics(["step_sparsity", "update_norm"], 1 << 20, block)
+    ctx = StepContext(opt, InitialWeights(model, torch.float32))
+    for step in range(2):
+        _grads(model, step)
+        with torch.no_grad():
+            model[2].bias.grad.zero_()  # AdamW's decay alone moves it: below bf16 resolution
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        m = d.step(ctx, list(model.named_parameters()))
+        after = dict(model.named_parameters())
+        bf = torch.bfloat16
+        numel = sum(p.numel() for p in after.values())
+        want = {
+            "sparsity/step_changed_fraction_bf16": sum(int((after[n].to(bf) != before[n].to(bf)).sum()) for n in after),
+            "sparsity/step_changed_fraction_fp32": sum(int((after[n] != before[n]).sum()) for n in after),
+            "sparsity/changed_fraction_bf16": sum(int((after[n].to(bf) != initial[n].to(bf)).sum()) for n in after),
+            "sparsity/changed_fraction_fp32": sum(int((after[n] != initial[n]).sum()) for n in after),
+        }
+        for k, count in want.items():
+            assert round(m[k] * numel) == count, k
+        assert 0 < want["sparsity/step_changed_fraction_bf16"] < want["sparsity/step_changed_fraction_fp32"]
+        norm = torch.cat([(after[n] - before[n]).reshape(-1) for n in after]).double().norm().item()
+        assert m["optim/update_norm"] == pytest.approx(norm, rel=1e-5)
+
+
 def test_diagnostics_of_an_optimizer_without_state_are_none():
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    d = Diagnostics(["momentum_grad_cosine", "second_moment"], 1 << 20)
+    d = Diagnostics(["momentum_grad_cosine", "second_moment"], 1 << 20, 1 << 16)
     _grads(model, 0)
     m = d.step(StepContext(opt, InitialWeights(model, torch.float32)), list(model.named_parameters()))
     assert m["optim/momentum_grad_cosine"] is None and m["optim/second_moment_cv"] is None
@@ -84,7 +117,7 @@ def test_diagnostics_of_an_optimizer_without_state_are_none():
 def test_momentum_cosine_is_the_global_cosine():
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    d = Diagnostics(["momentum_grad_cosine"], 1 << 20)
+    d = Diagnostics(["momentum_grad_cosine"], 1 << 20, 1 << 16)
     ctx = StepContext(opt, InitialWeights(model, torch.float32))
     _grads(model, 0)
     d.step(ctx, list(model.named_parameters()))

@@ -310,3 +310,19 @@ def test_no_decomposition_keys_without_decompose():
     init, final = {"w": torch.ones(3)}, {"w": torch.ones(3) * 1.0001}
     out = update_sparsity(init, final, compute_rank=False, decompose=False)
     assert RA not in out and "sparsity/update_abs_median" not in out and out[FP32] == 1.0
+
+
+@pytest.mark.parametrize("block", [1, 13, 1 << 20])
+def test_blockwise_counts_equal_one_block_per_tensor(block):
+    """The counts run over flat blocks: any block size gives the same result, bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    initial = {"model.embed_tokens.weight": torch.randn(20, 6, generator=g),
+               "model.layers.0.mlp.up_proj.weight": torch.randn(6, 5, generator=g),
+               "model.norm.weight": torch.ones(6)}
+    scale = {"model.embed_tokens.weight": 1e-3, "model.layers.0.mlp.up_proj.weight": 3e-2, "model.norm.weight": 1e-4}
+    final = {n: t + scale[n] * torch.randn(t.shape, generator=g) * (torch.rand(t.shape, generator=g) < 0.6)
+             for n, t in initial.items()}
+    whole = update_sparsity(initial, final, block=1 << 30)
+    assert update_sparsity(initial, final, block=block) == whole
+    assert 0 < whole["sparsity/changed_fraction_bf16"] < whole["sparsity/changed_fraction_fp32"] < 1
+    assert whole["sparsity/rounded_away_fraction"] > 0

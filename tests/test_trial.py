@@ -127,7 +127,7 @@ def test_nan_steps_are_skipped_and_counted(cache_dir, tmp_path):
     trainer = GRPOTrainer(cfg.trainer, model=model, tokenizer=tok, task=task, rollout=rollout,
                           optimizer=torch.optim.SGD(model.parameters(), lr=0.05), verifier=SafeVerifier(task.verifier, 2.0),
                           compute_dtype=torch.float32, device=torch.device("cpu"),
-                          diagnostics=Diagnostics(list(cfg.trainer.diagnostics), 1 << 20), log=lambda m, s: None, seed=0)
+                          diagnostics=Diagnostics(list(cfg.trainer.diagnostics), 1 << 20, 1 << 16), log=lambda m, s: None, seed=0)
     model.model.norm.weight.register_hook(lambda g: g * float("nan"))  # as an overflow in backward would
     with pytest.raises(TrialFailed, match="every step was skipped"):
         trainer.train()

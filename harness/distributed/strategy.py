@@ -69,14 +69,14 @@ class FSDPParallel(Parallel):
 
         return gathered(model)
 
-    def final_sparsity(self, initial: Any, model: torch.nn.Module, rank_energy: float) -> dict:
+    def final_sparsity(self, initial: Any, model: torch.nn.Module, rank_energy: float, block: int) -> dict:
         """The end-of-trial measurement on whole tensors, gathered one parameter at a time (never the model)."""
         from harness.distributed.fsdp import reshard
         from harness.measure.sparsity import update_sparsity
 
         reshard(model), reshard(self.reference)  # no-grad forwards leave the head group gathered
         return update_sparsity(_Gathered(dict(self.reference.named_parameters())),
-                               _Gathered(dict(model.named_parameters())), rank_energy=rank_energy)
+                               _Gathered(dict(model.named_parameters())), rank_energy=rank_energy, block=block)
 
     def memory_report(self, trainer: Any) -> dict:
         peaks = self.dist.all_gather_object(dict(trainer.phases.peak_bytes))

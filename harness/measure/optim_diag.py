@@ -24,7 +24,7 @@ from torch import Tensor
 
 MOMENTUM_KEYS = ("exp_avg", "momentum_buffer")  # Adam/AdamW first moment; SGD momentum
 SECOND_MOMENT_KEYS = ("exp_avg_sq", "square_avg")  # Adam/AdamW; RMSprop/Adagrad-like
-_CHUNK = 1 << 24  # entries per float64 chunk in second_moment_stats (128 MB of float64)
+_BLOCK = 1 << 16  # entries per block in second_moment_stats (trainer.diagnostics_block_numel in a trial)
 
 
 def _params_with_grad(optimizer: torch.optim.Optimizer) -> Iterable[Tensor]:
@@ -88,32 +88,33 @@ def _combine(parts: list[tuple[float, float, float]]) -> tuple[float, float, flo
     return n, mean, m2
 
 
-def second_moment_stats(optimizer: torch.optim.Optimizer, chunk: int = _CHUNK) -> dict | None:
+def second_moment_stats(optimizer: torch.optim.Optimizer, block: int = _BLOCK) -> dict | None:
     """Spread of the second-moment estimate v (Adam's exp_avg_sq, RMSprop's square_avg) over all
     entries of all parameters: {"mean", "std", "cv": std/mean, "log10_mean", "log10_std": std of
     log10(v + 1e-30), "numel"} (population std). None when no parameter has such state.
 
-    Streaming: each tensor is read in float64 chunks of `chunk` entries (default 2**24), each
-    reduced to (count, mean, M2) and merged with Chan's formula: no float64 copy of the model.
+    Streaming: each tensor is read in blocks of `block` entries (cache-sized), each reduced in
+    fp32 to (count, mean, M2) by two passes over the block, and the blocks are merged in float64
+    (parallel-axis theorem): no copy of the model, and about 10x cheaper than float64 throughout.
     """
-    parts: list[Tensor] = []  # each [6]: n, mean, M2 of v and of log10(v + 1e-30)
+    parts: list[Tensor] = []  # each [4]: mean, M2 of v and of log10(v + 1e-30) over one block
+    sizes: list[int] = []
     for group in optimizer.param_groups:
         for p in group["params"]:
             v = _first_state(optimizer.state.get(p, {}), SECOND_MOMENT_KEYS)
             if v is None or v.numel() == 0:
                 continue
-            for c in v.detach().reshape(-1).split(chunk):
-                x = c.double()  # [<=chunk]
-                lx = torch.log10(x + 1e-30)  # [<=chunk]
+            for x in v.detach().float().reshape(-1).split(block):
+                lx = torch.log10(x + 1e-30)  # [<=block]
                 mx, ml = x.mean(), lx.mean()
-                n = torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)
-                parts.append(torch.stack([n, mx, (x - mx).square().sum(),
-                                          n, ml, (lx - ml).square().sum()]))
+                parts.append(torch.stack([mx, (x - mx).square().sum(), ml, (lx - ml).square().sum()]))
+                sizes.append(x.numel())
     if not parts:
         return None
-    rows = _rows(parts)  # [n_chunks, 6]
-    n, mean, m2 = _combine([tuple(r[:3]) for r in rows])
-    _, lmean, lm2 = _combine([tuple(r[3:]) for r in rows])
+    stats = torch.stack(parts).double()  # [n_blocks, 4]
+    counts = torch.tensor(sizes, dtype=torch.float64, device=stats.device)  # [n_blocks]
+    n = float(counts.sum())
+    (mean, m2), (lmean, lm2) = (_merge(counts, stats[:, j], stats[:, j + 1]) for j in (0, 2))
     std = math.sqrt(max(m2, 0.0) / n)
     return {
         "mean": mean,
@@ -123,6 +124,12 @@ def second_moment_stats(optimizer: torch.optim.Optimizer, chunk: int = _CHUNK) -
         "log10_std": math.sqrt(max(lm2, 0.0) / n),
         "numel": int(n),
     }
+
+
+def _merge(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[float, float]:
+    """(mean, M2) of the union of blocks given each block's count, mean and M2 (all float64)."""
+    mean = (counts * means).sum() / counts.sum()
+    return float(mean), float(m2s.sum() + (counts * (means - mean).square()).sum())
 
 
 def grad_global_norm(params: Iterable[Tensor]) -> float:
