@@ -1,6 +1,7 @@
 """No process of a trial outlives it, even after SIGKILL (which runs no cleanup): the verifier's
-forked worker ends within seconds, through PR_SET_PDEATHSIG on Linux, or EOF on its pipe (it
-holds no copy of the parent's end), or its check of the parent pid. Processes are found through
+worker ends within seconds, through PR_SET_PDEATHSIG on Linux, or EOF on its socket (it holds no
+copy of the parent's end), or its check of the parent pid. The worker is a fresh interpreter, not
+a fork of the trial, so it does not keep copies of the trial's memory. Processes are found through
 /proc; every wait polls its condition up to a generous deadline, so a busy machine only makes the
 test slower, never wrong."""
 
@@ -62,9 +63,9 @@ def _wait_for(cond, deadline_s: float, every: float = 0.1):
     return cond()
 
 
-def _kill_and_check(proc: subprocess.Popen, forked) -> float:
-    """SIGKILL proc alone once a forked child of it exists; seconds until every descendant was gone."""
-    kids = _wait_for(lambda: {p: s for p, s in _descendants(proc.pid).items() if forked(p)}, 600, every=0.5)
+def _kill_and_check(proc: subprocess.Popen, is_worker) -> float:
+    """SIGKILL proc alone once a verifier worker of it exists; seconds until every descendant was gone."""
+    kids = _wait_for(lambda: {p: s for p, s in _descendants(proc.pid).items() if is_worker(p)}, 600, every=0.5)
     assert kids, f"no verifier worker appeared (exit status {proc.poll()})"
     tree = _descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)  # the main process only, not its group
@@ -78,18 +79,12 @@ def _kill_and_check(proc: subprocess.Popen, forked) -> float:
     return took
 
 
-def _same_cmdline(parent: int):
-    """A test for "pid is a fork of parent": the same command line as the parent's *now* (read at each
-    check, not once: right after Popen the child may not have exec'd yet and still shows pytest's)."""
-
-    def forked(pid: int) -> bool:
-        try:
-            return Path(f"/proc/{pid}/cmdline").read_bytes() == Path(f"/proc/{parent}/cmdline").read_bytes()
-        except OSError:
-            return False
-    return forked
-
-
+def _verify_worker(pid: int) -> bool:
+    """Whether pid is a verifier worker (harness.tasks.verify_worker), from its command line."""
+    try:
+        return b"harness.tasks.verify_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _cleanup(proc: subprocess.Popen) -> None:
@@ -114,7 +109,7 @@ SCRIPT = textwrap.dedent("""
         print("ready", flush=True)
         time.sleep(600)
 
-    if sys.argv[1] == "thread":  # no PDEATHSIG for a worker forked off a thread: EOF must end it
+    if sys.argv[1] == "thread":  # no PDEATHSIG for a worker started from a thread: EOF must end it
         threading.Thread(target=run, daemon=True).start()
         time.sleep(600)
     else:
@@ -128,7 +123,7 @@ def test_worker_of_a_sigkilled_process_goes(where):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:] if proc.poll() is not None else ""
-        _kill_and_check(proc, _same_cmdline(proc.pid))
+        _kill_and_check(proc, _verify_worker)
     finally:
         _cleanup(proc)
 
@@ -139,7 +134,7 @@ def test_no_process_of_a_sigkilled_trial_is_left(cache_dir, tmp_path):
                              "threads=1", "trainer.eval_every=0", "task.num_eval=4", "task.num_val=4", f"hydra.run.dir={tmp_path}/run"],
                             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     try:
-        took = _kill_and_check(proc, _same_cmdline(proc.pid))
+        took = _kill_and_check(proc, _verify_worker)
         print(f"all descendants gone {took:.2f}s after SIGKILL")
         assert not (tmp_path / "run" / "result.json").exists()  # it was killed mid-run, not finished
     finally:
@@ -171,4 +166,38 @@ def test_signals_for_the_trial_leave_the_worker_alone():
         for sig in (signal.SIGUSR2, signal.SIGINT):
             os.kill(worker.pid, sig)
         scores, stats = v(["1", "2"], ["1", "3"])
-        assert scores == [1.0, 0.0] and stats.errors == 0 and v._proc is worker and worker.is_alive()
+        assert scores == [1.0, 0.0] and stats.errors == 0 and v._proc is worker and worker.poll() is None
+
+
+def test_the_worker_is_a_small_fresh_process_not_a_fork_of_the_trial():
+    """A fork would share (and, as the trial writes, copy) the trial's heap: the worker must start
+    small whatever the trial holds, and verify a closure defined here (sent by value)."""
+    ballast = bytearray(512 << 20)  # 512 MB in this process, touched
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    offset = 2.0
+    with SafeVerifier(lambda c, a: float(c == a) + offset, timeout_s=60) as v:
+        assert v(["1", "2"], ["1", "3"])[0] == [3.0, 2.0]
+        status = Path(f"/proc/{v._proc.pid}/status").read_text()
+        rss_kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+        assert rss_kb < 200 << 10, f"worker RSS {rss_kb} kB"  # a fork would map the 512 MB
+        assert Path(f"/proc/{v._proc.pid}/cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"harness.tasks.verify_worker"]
+    del ballast
+
+
+def _refuse_to_load():
+    raise ImportError("no such verifier here")
+
+
+class _Unloadable:
+    def __call__(self, completion, answer):
+        return 1.0
+
+    def __reduce__(self):
+        return _refuse_to_load, ()
+
+
+def test_a_verifier_that_does_not_load_in_its_worker_is_one_clear_error():
+    with SafeVerifier(_Unloadable(), timeout_s=30) as v:
+        with pytest.raises(RuntimeError, match=r"^the verifier does not load in its worker: ImportError: no such"):
+            v(["1"], ["1"])
+        assert v._proc is None  # nothing left running
