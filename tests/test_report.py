@@ -290,6 +290,7 @@ def test_settings_split_groups(tmp_path: Path) -> None:
 
     points = scaling_points(groups)
     assert len(points) == 6 and sum(p["bf16_master"] for p in points) == 2
+    assert all(p["gain"] is not None for p in points)  # every trial on the sparsity-vs-learning panel
     sgd = [p for p in points if p["method"] == "sgd" and not p["bf16_master"]]
     fit = loglog_fit([p["x"] for p in sgd], [p["y"] for p in sgd])
     assert fit[0] == pytest.approx(1.0)  # 10x the update, 10x the changed fraction, by construction
