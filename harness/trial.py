@@ -17,13 +17,14 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import hydra.utils
 import torch
 
 from harness import checkpoint as ckpt_files
 from harness.allocator import retain_freed_memory
+from harness.distributed.failure import sigterm_held
 from harness.errors import ConfigError
 from harness.measure.diagnostics import Diagnostics
 from harness.measure.memory import param_bytes
@@ -145,30 +146,41 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
         if dist.is_main:
             (out / "error.txt").write_text(traceback.format_exc())
     finally:
-        result["perf/total_s"] = time.perf_counter() - t_start
-        if trainer is not None:
-            result.setdefault("train/steps_done", trainer.step)
-            result.setdefault("train/steps_skipped", trainer.skipped)
-            trainer.close()
-        if metrics is not None:
-            metrics.close()
-        if rollout is not None:
-            rollout.close()
-        if preempted:
-            if logger is not None:
-                logger.preempted()
-        elif dist.is_main:
-            atomic_write_json(out / "result.json", result)
-            if logger is not None:
-                logger.finish({k: v for k, v in result.items()
-                               if not isinstance(v, (dict, list)) or k.startswith(("eval/", "train/", "trial"))},
-                              failed=result["status"] != "ok")
-            if not cfg.trainer.keep_checkpoint:
-                ckpt_files.remove(out)
-        par.close()
+        with sigterm_held():  # torchrun's SIGTERM to the survivors of a failed rank waits until the result is written
+            result["perf/total_s"] = time.perf_counter() - t_start
+            if trainer is not None:
+                result.setdefault("train/steps_done", trainer.step)
+                result.setdefault("train/steps_skipped", trainer.skipped)
+            if metrics is not None:
+                _quietly(metrics.close)
+            if not preempted and dist.is_main:  # before the slower cleanup below
+                atomic_write_json(out / "result.json", result)
+            if trainer is not None:
+                _quietly(trainer.close)
+            if rollout is not None:
+                _quietly(rollout.close)
+            if preempted:
+                if logger is not None:
+                    logger.preempted()
+            elif dist.is_main:
+                if logger is not None:
+                    logger.finish({k: v for k, v in result.items()
+                                   if not isinstance(v, (dict, list)) or k.startswith(("eval/", "train/", "trial"))},
+                                  failed=result["status"] != "ok")
+                if not cfg.trainer.keep_checkpoint:
+                    ckpt_files.remove(out)
+            par.close()
     if preempted:
         requeue(signal.SIGUSR2)
     return result
+
+
+def _quietly(close: Callable[[], Any]) -> None:
+    """Run one cleanup step; an error in it is printed and the rest of the cleanup goes on."""
+    try:
+        close()
+    except Exception as e:  # noqa: BLE001 - the trial is ending: its result is already written
+        print(f"[harness] cleanup: {type(e).__name__}: {e}".splitlines()[0][:300], file=sys.stderr)
 
 
 def _progress_bar(total: int, name: str):

@@ -281,3 +281,23 @@ def test_failure_reason_prefers_the_first_primary_failure(tmp_path):
     failure.clear_failures(tmp_path)
     assert failure.read_failures(tmp_path) == []
     assert failure.failure_reason(lost_peer, tmp_path, 0, wait_s=0.2).startswith("rank 0: RuntimeError: [gloo")
+
+
+def test_a_sigterm_during_the_result_write_waits_for_it(tmp_path):
+    """torchrun's SIGTERM to the survivors of a failed rank must not interrupt rank 0's result write."""
+    import signal as _signal
+
+    from harness.distributed.failure import Terminated, install_sigterm_handler, sigterm_held
+
+    previous = _signal.getsignal(_signal.SIGTERM)
+    install_sigterm_handler()
+    try:
+        done = []
+        with pytest.raises(Terminated):
+            with sigterm_held():
+                os.kill(os.getpid(), _signal.SIGTERM)  # arrives "during" the write below
+                (tmp_path / "result.json").write_text("{}")
+                done.append(True)
+        assert done and (tmp_path / "result.json").read_text() == "{}"
+    finally:
+        _signal.signal(_signal.SIGTERM, previous)

@@ -22,12 +22,14 @@ a collective timeout or SIGTERM); if all are secondary, the earliest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 ERROR_GLOB = ".rank*.error"
 # Words in the messages of errors that are consequences of another rank's failure.
@@ -51,6 +53,32 @@ def install_sigterm_handler() -> None:
         raise Terminated(signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def sigterm_held() -> Iterator[None]:
+    """While the trial writes its result and cleans up, a SIGTERM (torchrun ending the survivors of a
+    failed rank) is noted instead of raised, so it cannot interrupt the write; on exit it goes to the
+    handler it would have met (install_sigterm_handler's raises `Terminated`; SIG_DFL: `Terminated`
+    too). A second SIGTERM still kills at once. A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def note(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        got.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if not got or callable(previous) else signal.SIG_DFL)
+    if got and callable(previous):
+        previous(got[0], None)  # the handler it would have met (ours raises Terminated; submitit's logs)
+    elif got and previous != signal.SIG_IGN:
+        raise Terminated(got[0])
 
 
 def one_line(error: BaseException) -> str:
