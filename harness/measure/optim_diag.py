@@ -95,7 +95,7 @@ def second_moment_stats(optimizer: torch.optim.Optimizer, block: int = _BLOCK) -
 
     Streaming: each tensor is read in blocks of `block` entries (cache-sized), each reduced in
     fp32 to (count, mean, M2) by two passes over the block, and the blocks are merged in float64
-    (parallel-axis theorem): no copy of the model, and about 10x cheaper than float64 throughout.
+    (Chan's formula, `_combine`): no copy of the model, and about 10x cheaper than float64 throughout.
     """
     parts: list[Tensor] = []  # each [4]: mean, M2 of v and of log10(v + 1e-30) over one block
     sizes: list[int] = []
@@ -111,10 +111,9 @@ def second_moment_stats(optimizer: torch.optim.Optimizer, block: int = _BLOCK) -
                 sizes.append(x.numel())
     if not parts:
         return None
-    stats = torch.stack(parts).double()  # [n_blocks, 4]
-    counts = torch.tensor(sizes, dtype=torch.float64, device=stats.device)  # [n_blocks]
-    n = float(counts.sum())
-    (mean, m2), (lmean, lm2) = (_merge(counts, stats[:, j], stats[:, j + 1]) for j in (0, 2))
+    rows = torch.stack(parts).double().tolist()  # [n_blocks, 4]
+    n, mean, m2 = _combine([(size, r[0], r[1]) for size, r in zip(sizes, rows)])
+    _, lmean, lm2 = _combine([(size, r[2], r[3]) for size, r in zip(sizes, rows)])
     std = math.sqrt(max(m2, 0.0) / n)
     return {
         "mean": mean,
@@ -124,12 +123,6 @@ def second_moment_stats(optimizer: torch.optim.Optimizer, block: int = _BLOCK) -
         "log10_std": math.sqrt(max(lm2, 0.0) / n),
         "numel": int(n),
     }
-
-
-def _merge(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[float, float]:
-    """(mean, M2) of the union of blocks given each block's count, mean and M2 (all float64)."""
-    mean = (counts * means).sum() / counts.sum()
-    return float(mean), float(m2s.sum() + (counts * (means - mean).square()).sum())
 
 
 def grad_global_norm(params: Iterable[Tensor]) -> float:
