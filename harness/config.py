@@ -68,6 +68,7 @@ class TrainerConfig:
     diagnostics: list[str] = MISSING  # per-step diagnostics by name (harness.measure.diagnostics.DIAGNOSTICS)
     diagnostics_chunk_numel: int = MISSING  # the step runs this many parameter entries at a time when a diagnostic needs the old weights
     diagnostics_block_numel: int = MISSING  # the diagnostics read the model this many entries at a time (cache-sized)
+    initial_weights: str = MISSING  # checkpoint | memory: where the initial weights (KL reference, sparsity baseline) are kept
     rank_energy: float = MISSING  # effective rank: smallest k holding this share of the update's energy
     log_completions: int = MISSING  # sample completions kept per eval / step for W&B tables
     checkpoint_every: int = MISSING  # save a checkpoint every N steps (0: only on a pre-timeout signal)

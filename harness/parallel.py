@@ -58,7 +58,7 @@ class Parallel:
         """The update-sparsity measurement at the end (harness.measure.sparsity)."""
         from harness.measure.sparsity import update_sparsity
 
-        return update_sparsity(initial.tensors, dict(model.named_parameters()), rank_energy=rank_energy,
+        return update_sparsity(initial, dict(model.named_parameters()), rank_energy=rank_energy,
                                block=block)
 
     def memory_report(self, trainer: Any) -> dict:

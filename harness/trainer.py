@@ -15,10 +15,12 @@ How it departs from the paper's GRPO (verl 0.5), and why:
 - One optimizer update per step on the whole batch (the paper's setting), so the "old" policy is
   the current one: old log-probs are the current log-probs detached (ratio = 1, the clip never
   binds) instead of a second forward pass that would give the same numbers.
-- The reference policy is the initial weights, kept once in memory (harness.reference); they also
-  serve as the baseline of the update-sparsity measurement. While no optimizer step has been
-  applied the reference log-probs equal the policy's and the reference forward is skipped (KL = 0
-  exactly).
+- The reference policy is the initial weights, kept once (harness.reference: by default left in the
+  checkpoint the model was loaded from and read back when needed); they also serve as the baseline
+  of the update-sparsity measurement. The reference log-probs of all micro-batches are computed
+  before the policy's forwards, so the reference weights made ready for them are gone before the
+  gradients exist. While no optimizer step has been applied the reference log-probs equal the
+  policy's and the reference forward is skipped (KL = 0 exactly).
 - Each prompt's forward runs once per group and its KV cache is shared by the G completions
   (harness.algo.logprobs); logits are computed only where a completion token is predicted.
 - Sampling is seeded per prompt (trial seed, step, the prompt's position in the data stream), so
@@ -79,7 +81,8 @@ class GRPOTrainer:
                  optimizer: torch.optim.Optimizer, verifier: SafeVerifier, compute_dtype: torch.dtype,
                  device: torch.device, diagnostics: Diagnostics, log: Callable[[dict, int], None], seed: int,
                  shared_prefix: bool = True, checkpoint: Optional[Any] = None, dist: Optional[Any] = None,
-                 reference: Optional[torch.nn.Module] = None, generation: Optional[Callable[[Any], Any]] = None):
+                 reference: Optional[torch.nn.Module] = None, generation: Optional[Callable[[Any], Any]] = None,
+                 initial_files: Optional[Any] = None):
         self.t = t
         self.model, self.tok, self.task, self.rollout, self.opt = model, tokenizer, task, rollout, optimizer
         self.verifier, self.compute_dtype, self.device = verifier, compute_dtype, device
@@ -93,7 +96,8 @@ class GRPOTrainer:
         # the initial weights: the KL reference and the sparsity baseline, one copy for both (a separate
         # sharded reference model under FSDP2, whose local shards are then the baseline)
         self.reference = reference
-        self.initial = InitialWeights(reference or model, compute_dtype, copy=reference is None)
+        self.initial = InitialWeights(reference or model, compute_dtype, copy=reference is None,
+                                      files=initial_files if reference is None else None)
         self.generation = generation or (lambda model: contextlib.nullcontext())
         self.reference_bytes = int(self.dist.all_reduce_sum([float(self.initial.nbytes)])[0])
         self.kl_fn = KL_ESTIMATORS[t.kl_estimator]
@@ -166,14 +170,17 @@ class GRPOTrainer:
         self._last_verify = stats
         return torch.tensor(scores, dtype=torch.float32)  # [B] this rank's sequences
 
-    def _ref_logprobs(self, batch: GroupBatch) -> torch.Tensor:
-        if self.reference is not None:
-            with torch.no_grad(), self.autocast():
-                return completion_logprobs(self.reference, batch, self.pad_id, self.shared_prefix).float()
+    def _ref_logprobs(self, batches: list[GroupBatch]) -> list[torch.Tensor]:
+        """The reference policy's log-probs of every micro-batch ([N] each), before any policy forward:
+        the initial weights are made ready for the forward once (read back from the checkpoint, linear
+        weights in the compute dtype) and freed before the gradients exist."""
         with torch.no_grad(), self.autocast():
+            if self.reference is not None:
+                return [completion_logprobs(self.reference, b, self.pad_id, self.shared_prefix).float()
+                        for b in batches]
             wrapper = _LogprobModule(self.model, self.pad_id, self.shared_prefix)
             params = {f"model.{n}": p for n, p in self.initial.for_forward().items()}
-            return torch.func.functional_call(wrapper, params, (batch,), tie_weights=True).float()
+            return [torch.func.functional_call(wrapper, params, (b,), tie_weights=True).float() for b in batches]
 
     def update(self, sb: StepBatch, rewards: torch.Tensor) -> dict[str, Any]:
         """Loss and gradients over micro-batches, then one optimizer step observed by the diagnostics."""
@@ -189,18 +196,19 @@ class GRPOTrainer:
         sums = {"pg": 0.0, "kl": 0.0, "clip": 0.0, "loss": 0.0}
         finite = 1.0
         offset = self._seq_offset(len(sb.batch.completions))
+        mbs = []  # (micro-batch, the step's sequence index of each of its sequences)
         for s in range(0, len(order), groups_per_mb):
             ks = order[s:s + groups_per_mb]
             seqs = [k * G + g for k in ks for g in range(G)]
-            mb = GroupBatch([sb.batch.prompts[k] for k in ks], [sb.batch.completions[i] for i in seqs], G)
+            mbs.append((GroupBatch([sb.batch.prompts[k] for k in ks], [sb.batch.completions[i] for i in seqs], G), seqs))
+        # while no update has been applied the policy is the reference: KL = 0 exactly, no forward
+        refs = self._ref_logprobs([mb for mb, _ in mbs]) if t.kl_coef > 0 and self.updates_applied > 0 else None
+        for j, (mb, seqs) in enumerate(mbs):
             seq_ids = mb.seq_index().to(self.device)  # [N] index within the micro-batch
             local_ids = torch.tensor(seqs, device=self.device)[seq_ids]  # [N] index within this rank's step
             with self.autocast():
                 logp = completion_logprobs(self.model, mb, self.pad_id, self.shared_prefix).float()  # [N]
-            if t.kl_coef > 0 and self.updates_applied > 0:
-                ref_logp = self._ref_logprobs(mb)  # [N]
-            else:
-                ref_logp = logp.detach()  # the policy is still the reference: KL = 0 exactly
+            ref_logp = refs[j] if refs is not None else logp.detach()  # [N]
             a = adv.to(self.device)[local_ids]  # [N]
             pg, clipped = clipped_policy_loss(logp, logp.detach(), a, t.clip_ratio)  # [N], [N]
             kl = self.kl_fn(logp, ref_logp)  # [N]

@@ -68,6 +68,7 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
     try:
         from harness.loggers import NoLogger, build_logger
         from harness.models import load_model, load_tokenizer, resolve_model_dir
+        from harness.models.safetensors_files import SafetensorsFiles
 
         torch.manual_seed(cfg.seed)
         if cfg.threads:
@@ -107,7 +108,8 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
             device=par.device, diagnostics=Diagnostics(list(cfg.trainer.diagnostics), cfg.trainer.diagnostics_chunk_numel,
                                                           cfg.trainer.diagnostics_block_numel),
             log=log, seed=cfg.seed, shared_prefix=not cfg.model.gradient_checkpointing, checkpoint=checkpoint,
-            dist=dist, reference=par.reference, generation=par.generation)
+            dist=dist, reference=par.reference, generation=par.generation,
+            initial_files=SafetensorsFiles.find(model_dir) if cfg.trainer.initial_weights == "checkpoint" else None)
         if resume_step is not None:
             checkpoint.load(trainer)
             trainer.sync()  # the engine started from the initial weights

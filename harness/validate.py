@@ -35,6 +35,10 @@ def validate_trainer(t: Any) -> None:
     _check(t.grad_clip >= 0, "trainer.grad_clip", t.grad_clip, "must be >= 0 (0 turns clipping off)")
     _check(t.max_consecutive_skips >= 0, "trainer.max_consecutive_skips", t.max_consecutive_skips, "must be >= 0")
     _check(t.eval_every >= 0, "trainer.eval_every", t.eval_every, "must be >= 0 (0: eval only before and after)")
+    from harness.reference import INITIAL_WEIGHTS
+
+    _check(t.initial_weights in INITIAL_WEIGHTS, "trainer.initial_weights", t.initial_weights,
+           f"allowed values are {', '.join(INITIAL_WEIGHTS)}")
     _check(0 < t.rank_energy <= 1, "trainer.rank_energy", t.rank_energy, "must be in (0, 1]")
     _check(t.checkpoint_every >= 0, "trainer.checkpoint_every", t.checkpoint_every, "must be >= 0 (0: only on signal)")
     _check(t.log_completions >= 0, "trainer.log_completions", t.log_completions, "must be >= 0")

@@ -53,7 +53,7 @@ class Inputs:
     qk_norm: bool
     param_bytes: int  # master weights (model.param_dtype)
     compute_bytes: int  # model.dtype
-    reference_bytes: int  # the kept initial weights (2 when the published weights are bf16 and compute is bf16)
+    reference_bytes: int  # the kept initial weights per param (2 when the published weights are bf16 and compute is bf16; 0 read back from the checkpoint)
     optimizer_bytes: float  # state of the whole model
     optimizer_foreach: bool  # a step over all tensors at once (CUDA Adam/AdamW): one state-sized temporary
     # run

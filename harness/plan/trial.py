@@ -75,6 +75,9 @@ def plan_trial(cfg: Any, world: int, device: Device) -> TrialPlan:
     pb, cb = estimate.BYTES[m.param_dtype], estimate.BYTES[m.dtype]
     # harness.reference keeps a tensor in the compute dtype when it is exact there (bf16 checkpoints)
     narrow = cb < pb and estimate.BYTES.get(sh.weights_dtype, pb) <= cb
+    # trainer.initial_weights=checkpoint: read back from the model's safetensors, none kept (one process;
+    # FSDP2 keeps a sharded reference model)
+    on_file = t.initial_weights == "checkpoint" and not fsdp
     prompt = int(p.prompt_tokens) if p.prompt_tokens is not None else int(t.max_prompt_tokens)
     check(prompt >= 1, "plan.prompt_tokens", p.prompt_tokens, "must be >= 1 (or null: trainer.max_prompt_tokens)")
     r = cfg.rollout
@@ -89,7 +92,7 @@ def plan_trial(cfg: Any, world: int, device: Device) -> TrialPlan:
         params=sh.params, layer_params=sh.layer_params, root_params=sh.root_params, matmul_params=sh.matmul_params,
         largest_tensor=sh.largest_tensor, vocab=sh.vocab, hidden=sh.hidden, intermediate=sh.intermediate,
         layers=sh.layers, kv_dim=sh.kv_dim, qk_norm=sh.qk_norm, param_bytes=pb, compute_bytes=cb,
-        reference_bytes=cb if narrow else pb, optimizer_bytes=state, optimizer_foreach=foreach,
+        reference_bytes=0 if on_file else (cb if narrow else pb), optimizer_bytes=state, optimizer_foreach=foreach,
         world=world, fsdp=fsdp, checkpointing=bool(m.gradient_checkpointing), autocast=(cb != pb and not fsdp),
         device_kind=device.kind, prompts_per_step=int(t.prompts_per_step), group_size=int(t.group_size),
         prompt_tokens=prompt, new_tokens=int(t.max_new_tokens), micro_batch=int(t.micro_batch_size),
