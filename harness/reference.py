@@ -90,6 +90,11 @@ class InitialWeights(Mapping):
     def __len__(self) -> int:
         return len(self.tensors) + len(self.on_file)
 
+    def close(self) -> None:
+        """Close the checkpoint's files (the tensors read from them stay valid)."""
+        if self.files is not None:
+            self.files.close()
+
     def for_forward(self) -> dict[str, torch.Tensor]:
         """Tensors to run the model with (torch.func.functional_call): nn.Linear weights in the compute
         dtype under autocast (the values autocast would give them), the others in the parameter's dtype."""

@@ -386,6 +386,7 @@ class GRPOTrainer:
 
     def close(self) -> None:
         self.verifier.close()
+        self.initial.close()
 
 
 def _injected_fault(rank: int, step: int) -> None:

@@ -69,6 +69,9 @@ def test_reads_equal_safetensors_own_loader(tmp_path, shards):
     with pytest.raises(ValueError, match="contiguous CPU torch.float32"):
         files.read_into("a", torch.empty(3, dtype=torch.float64))
     assert SafetensorsFiles.find(tmp_path / "nothing") is None
+    files.close()
+    with pytest.raises(ValueError, match="closed"):
+        files.read("a")
 
 
 def test_reading_does_not_map_the_file(tmp_path):

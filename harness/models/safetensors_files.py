@@ -116,6 +116,8 @@ class SafetensorsFiles:
         """Entries start .. start+out.numel() of the flat tensor `name` into `out` (contiguous, CPU, the
         file's dtype); returns out."""
         e = self.entries[name]
+        if not self._fds:  # a closed descriptor's number may belong to another file by now
+            raise ValueError(f"read_into {name!r}: the checkpoint files are closed")
         if out.dtype != e.dtype or not out.is_contiguous() or out.device.type != "cpu":
             raise ValueError(f"read_into {name!r}: out must be a contiguous CPU {e.dtype} tensor, got {out.dtype}")
         if start < 0 or start + out.numel() > e.numel:
