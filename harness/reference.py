@@ -3,8 +3,9 @@
 Each tensor is kept in the cheapest form that holds it exactly (`trainer.initial_weights`):
 - `checkpoint` (default): not in memory at all when the checkpoint the model was loaded from holds it
   exactly (harness.models.safetensors_files; checked value by value at the start). It is read back from
-  the file when needed: once per update for the reference forward, and block by block for the sparsity
-  counts. Tensors the files do not hold exactly (renamed or converted at load) fall back to:
+  the file when needed: once per update for the reference forward, and tensor by tensor for the
+  sparsity counts. Tensors the files do not hold exactly (renamed or converted at load), and tensors
+  on a GPU (the reads land in CPU memory), fall back to:
 - `memory`: bf16 when its values are all bf16 numbers (checkpoints published in bf16, e.g. Qwen3) and
   the trainer computes in bf16 under autocast, its own dtype otherwise (the default model's
   dequantised GGUF weights are not bf16 numbers).
@@ -58,19 +59,18 @@ class InitialWeights(Mapping):
         self.autocast = compute_dtype if compute_dtype != next(model.parameters()).dtype else None
         self.files = files
         self.tensors: dict[str, torch.Tensor] = {}  # kept in memory
-        self.on_file: list[str] = []  # read back from `files` when needed
+        self.on_file: set[str] = set()  # read back from `files` when needed
         with torch.no_grad():
             for n, p in model.named_parameters():
                 t = local_tensor(p).detach()
                 if not copy:
                     self.tensors[n] = t
                 elif files is not None and _file_holds(files, n, t):
-                    self.on_file.append(n)
+                    self.on_file.add(n)
                 elif self.autocast is not None and self.autocast.itemsize < t.element_size() and _exact_in(t, self.autocast):
                     self.tensors[n] = t.to(self.autocast)
                 else:
                     self.tensors[n] = t.clone()
-        self._order = [n for n in self.param_dtype]
 
     @property
     def nbytes(self) -> int:
@@ -85,7 +85,7 @@ class InitialWeights(Mapping):
         raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:
-        return (n for n in self._order if n in self.tensors or n in self.on_file)
+        return iter(self.param_dtype)  # every parameter is in exactly one of tensors / on_file
 
     def __len__(self) -> int:
         return len(self.tensors) + len(self.on_file)

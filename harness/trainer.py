@@ -96,8 +96,7 @@ class GRPOTrainer:
         # the initial weights: the KL reference and the sparsity baseline, one copy for both (a separate
         # sharded reference model under FSDP2, whose local shards are then the baseline)
         self.reference = reference
-        self.initial = InitialWeights(reference or model, compute_dtype, copy=reference is None,
-                                      files=initial_files if reference is None else None)
+        self.initial = InitialWeights(reference or model, compute_dtype, copy=reference is None, files=initial_files)
         self.generation = generation or (lambda model: contextlib.nullcontext())
         self.reference_bytes = int(self.dist.all_reduce_sum([float(self.initial.nbytes)])[0])
         self.kl_fn = KL_ESTIMATORS[t.kl_estimator]

@@ -109,7 +109,9 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
                                                           cfg.trainer.diagnostics_block_numel),
             log=log, seed=cfg.seed, shared_prefix=not cfg.model.gradient_checkpointing, checkpoint=checkpoint,
             dist=dist, reference=par.reference, generation=par.generation,
-            initial_files=SafetensorsFiles.find(model_dir) if cfg.trainer.initial_weights == "checkpoint" else None)
+            # a separate (sharded) reference model is its own baseline: no files then
+            initial_files=SafetensorsFiles.find(model_dir)
+            if cfg.trainer.initial_weights == "checkpoint" and par.reference is None else None)
         if resume_step is not None:
             checkpoint.load(trainer)
             trainer.sync()  # the engine started from the initial weights

@@ -18,6 +18,7 @@ from harness.errors import ConfigError, check as _check  # noqa: F401 - ConfigEr
 
 def validate_trainer(t: Any) -> None:
     from harness.measure.diagnostics import validate_names
+    from harness.reference import INITIAL_WEIGHTS
 
     for key in ("steps", "prompts_per_step", "max_new_tokens", "max_prompt_tokens", "micro_batch_size",
                 "eval_batch_size", "eval_max_new_tokens", "diagnostics_chunk_numel",
@@ -35,8 +36,6 @@ def validate_trainer(t: Any) -> None:
     _check(t.grad_clip >= 0, "trainer.grad_clip", t.grad_clip, "must be >= 0 (0 turns clipping off)")
     _check(t.max_consecutive_skips >= 0, "trainer.max_consecutive_skips", t.max_consecutive_skips, "must be >= 0")
     _check(t.eval_every >= 0, "trainer.eval_every", t.eval_every, "must be >= 0 (0: eval only before and after)")
-    from harness.reference import INITIAL_WEIGHTS
-
     _check(t.initial_weights in INITIAL_WEIGHTS, "trainer.initial_weights", t.initial_weights,
            f"allowed values are {', '.join(INITIAL_WEIGHTS)}")
     _check(0 < t.rank_energy <= 1, "trainer.rank_energy", t.rank_energy, "must be in (0, 1]")
