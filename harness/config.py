@@ -51,6 +51,7 @@ class TrainerConfig:
     prompts_per_step: int = MISSING
     group_size: int = MISSING
     max_new_tokens: int = MISSING
+    min_new_tokens: int = MISSING  # eos is masked before this many new tokens (0: off)
     max_prompt_tokens: int = MISSING
     temperature: float = MISSING
     top_p: float = MISSING

@@ -151,7 +151,7 @@ class GRPOTrainer:
         problems = [p for _, p in indexed]
         prompts = [self.encode(p) for p in problems]
         sampling = Sampling(n=self.t.group_size, max_new_tokens=self.t.max_new_tokens,
-                            temperature=self.t.temperature, top_p=self.t.top_p,
+                            temperature=self.t.temperature, top_p=self.t.top_p, min_new_tokens=self.t.min_new_tokens,
                             seeds=tuple(sample_seed(self.seed, step, k) for k, _ in indexed))
         with self.generation(self.model):
             gens = self.rollout.generate(prompts, sampling)

@@ -24,6 +24,8 @@ def validate_trainer(t: Any) -> None:
                 "eval_batch_size", "eval_max_new_tokens", "diagnostics_chunk_numel",
                 "diagnostics_block_numel"):
         _check(t[key] >= 1, f"trainer.{key}", t[key], "must be >= 1")
+    _check(0 <= t.min_new_tokens <= t.max_new_tokens, "trainer.min_new_tokens", t.min_new_tokens,
+           f"must be in [0, trainer.max_new_tokens={t.max_new_tokens}]")
     _check(t.group_size >= 2, "trainer.group_size", t.group_size,
            "must be >= 2 (GRPO normalises rewards within a group)")
     _check(t.temperature > 0, "trainer.temperature", t.temperature, "must be > 0 for sampling (eval is greedy)")

@@ -67,6 +67,22 @@ def test_a_prompts_samples_do_not_depend_on_its_batch(tiny):
     assert len({tuple(c) for group in batch for c in group}) > len(prompts)  # samples within groups differ
 
 
+def test_min_new_tokens_masks_eos_until_then(tiny):
+    """trainer.min_new_tokens: eos cannot be drawn before that many tokens; = max_new_tokens: every
+    completion runs to the limit (the same work for every backend in a benchmark)."""
+    model, tok, prompts = tiny
+    eos = tok.eos_token_id
+    roll = HFRollout(model, eos, tok.pad_token_id, torch.float32)
+    s = dict(n=4, max_new_tokens=8, temperature=1.0, seeds=tuple(range(len(prompts))))
+    free = [g for group in roll.generate(prompts, Sampling(**s)) for g in group]
+    assert any(g.finished and len(g.completion_ids) <= 3 for g in free)  # the tiny model ends early unmasked
+    some = [g for group in roll.generate(prompts, Sampling(**s, min_new_tokens=4)) for g in group]
+    assert all(eos not in g.completion_ids[:4] and len(g.completion_ids) >= 4 for g in some)
+    assert any(g.finished for g in some)  # eos still ends completions after the minimum
+    full = [g for group in roll.generate(prompts, Sampling(**s, min_new_tokens=8)) for g in group]
+    assert all(len(g.completion_ids) == 8 and eos not in g.completion_ids and not g.finished for g in full)
+
+
 def test_greedy_matches_plain_generate_and_is_copied(tiny):
     model, tok, prompts = tiny
     roll = HFRollout(model, tok.eos_token_id, tok.pad_token_id, torch.float32)

@@ -142,6 +142,7 @@ def test_nan_steps_are_skipped_and_counted(cache_dir, tmp_path):
     (["optimizer.lr=0"], "error: optimizer.lr=0: must be a number > 0"),
     (["trainer.group_size=1"], "error: trainer.group_size=1: must be >= 2"),
     (["trainer.initial_weights=disk"], "error: trainer.initial_weights='disk': allowed values are checkpoint, memory"),
+    (["trainer.min_new_tokens=17"], "error: trainer.min_new_tokens=17: must be in [0, trainer.max_new_tokens=16]"),
     (["task=math", "task.path=/nonexistent/data.jsonl"], "error: task file /nonexistent/data.jsonl does not exist"),
 ])
 def test_bad_input_is_one_line_before_any_work(tmp_path, args, needle):

@@ -141,6 +141,21 @@ def test_sync_weights_in_place_matches_transformers(engine, model_dir, prompts):
 
 @pytest.mark.slow
 @needs_vllm
+def test_min_new_tokens_masks_eos_until_then(engine, prompts):
+    """vLLM's min_tokens, as transformers' min_new_tokens: no eos before the minimum; at the maximum,
+    every completion runs to the limit."""
+    seeds = tuple(range(123, 123 + len(prompts)))
+    some = [g for group in engine.generate(prompts, Sampling(n=4, max_new_tokens=8, temperature=1.0, seeds=seeds,
+                                                             min_new_tokens=4)) for g in group]
+    assert all(engine.eos not in g.completion_ids[:4] and len(g.completion_ids) >= 4 for g in some)
+    assert any(g.finished for g in some)  # eos still ends completions after the minimum
+    full = [g for group in engine.generate(prompts, Sampling(n=4, max_new_tokens=8, temperature=1.0, seeds=seeds,
+                                                             min_new_tokens=8)) for g in group]
+    assert all(len(g.completion_ids) == 8 and engine.eos not in g.completion_ids and not g.finished for g in full)
+
+
+@pytest.mark.slow
+@needs_vllm
 def test_sampling_groups_and_finished_flags(engine, prompts):
     eos = engine.eos
     s = Sampling(n=4, max_new_tokens=6, temperature=1.0, top_p=1.0, seeds=tuple(range(123, 123 + len(prompts))))

@@ -2,6 +2,11 @@
 
     python -m harness.bench.rollout                         # SmolLM2-135M (bf16 compute), SGD
     python -m harness.bench.rollout --steps 6 --rounds 3 model=tiny
+    python -m harness.bench.rollout --rounds 3 trainer.max_new_tokens=128 trainer.min_new_tokens=128
+
+The two backends sample different completions (a bf16 engine vs autocast over fp32 weights), so
+when completions may end at eos they need not do the same work; trainer.min_new_tokens equal to
+trainer.max_new_tokens makes every completion run to the limit on both.
 
 Needs vLLM (bash .ci/vllm_setup.sh on CPU). Each (backend, round) is a real trial in a fresh
 process, alternating backends; the first step (warm-up) is left out. `sync s` is the time to load

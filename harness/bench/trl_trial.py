@@ -161,6 +161,7 @@ def run(cfg: Any, out: Path) -> dict:
         scale_rewards="group" if t.norm_adv_by_std else "none", max_grad_norm=t.grad_clip or 1e30,
         learning_rate=float(cfg.optimizer.lr), lr_scheduler_type="constant", warmup_steps=0, max_steps=t.steps,
         gradient_checkpointing=bool(cfg.model.gradient_checkpointing), shuffle_dataset=False, seed=int(cfg.seed),
+        generation_kwargs={"min_new_tokens": t.min_new_tokens} if t.min_new_tokens else None,
         logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0)
 
     class StepTimes(TrainerCallback):

@@ -26,6 +26,7 @@ class Sampling:
     temperature: float  # 0.0 = greedy
     top_p: float = 1.0
     seeds: Optional[tuple[int, ...]] = None  # one per prompt; None: drawn from torch's global RNG
+    min_new_tokens: int = 0  # eos cannot be drawn before this many new tokens (its probability is masked)
 
 
 @dataclass

@@ -96,6 +96,7 @@ class HFRollout:
             mask[i, width - len(p):] = 1
         ids, mask = ids.to(device), mask.to(device)
         gen_cfg = GenerationConfig(do_sample=False, num_return_sequences=1, max_new_tokens=sampling.max_new_tokens,
+                                   min_new_tokens=sampling.min_new_tokens or None,  # masks eos before the seeded sampler
                                    eos_token_id=self.eos, pad_token_id=self.pad, use_cache=True)
         kwargs = {}
         if seeds is not None:
