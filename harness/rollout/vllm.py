@@ -12,9 +12,9 @@ computed with the old weights is reused.
 
 Sampling matches the transformers backend: temperature, top_p, no top-k, stop at the eos token only
 (kept at the end of the completion) and not before `min_new_tokens` (vLLM's min_tokens), greedy when
-temperature == 0. Seeded per sample: each of a
-prompt's n samples is its own request with its own seed (harness.rollout.base.sample_seeds of the
-prompt's seed), so a prompt's samples do not depend on which other prompts share the call.
+temperature == 0. Seeded per sample: each of a prompt's n samples is its own request with its own
+seed (harness.rollout.base.sample_seeds of the prompt's seed), so a prompt's samples do not depend on
+which other prompts share the call.
 
 GPU knobs (conf/rollout/vllm.yaml): gpu_memory_utilization, tensor_parallel_size, max_model_len
 (capped at the model's max_position_embeddings), dtype, enforce_eager, and enable_sleep_mode: the
@@ -124,7 +124,8 @@ class VLLMRollout:
                 requests.append(TokensPrompt(prompt_token_ids=[int(t) for t in p]))
                 params.append(SamplingParams(
                     n=1, temperature=sampling.temperature, top_p=1.0 if greedy else sampling.top_p, top_k=0,
-                    max_tokens=sampling.max_new_tokens, min_tokens=sampling.min_new_tokens, seed=None if greedy else row_seeds[j],
+                    max_tokens=sampling.max_new_tokens, min_tokens=sampling.min_new_tokens,
+                    seed=None if greedy else row_seeds[j],
                     ignore_eos=True, stop_token_ids=[self.eos],  # stop at self.eos, and only there
                     detokenize=False))
         self._wake(("weights", "kv_cache"))
