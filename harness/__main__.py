@@ -22,9 +22,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.config import register
+from harness.help import register as register_help
 from harness.preflight import REPO, check_keys, check_overrides
 
 register()
+register_help()  # --help lists the groups a user picks from (conf/hydra/help/harness.yaml)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -38,9 +40,9 @@ def main(cfg: DictConfig) -> float | None:
     out_dir = hc.runtime.output_dir
     multirun = hc.mode == RunMode.MULTIRUN
     done = read_result(f"{out_dir}/result.json")
-    if multirun and done and done.get("status") == "ok":  # a re-run sweep skips finished trials
+    if multirun and done and done.get("status") in ("ok", "pruned"):  # a re-run sweep skips finished trials
         print(f"[harness] {out_dir}: already finished, skipped", file=sys.stderr)
-        return done.get(cfg.objective)
+        return done.get(cfg.objective) if done["status"] == "ok" else None
     group = hc.sweep.dir.rstrip("/").split("/")[-1] if multirun else None
     try:
         result = run_trial(cfg, out_dir, choices=dict(hc.runtime.choices),
@@ -58,9 +60,9 @@ def main(cfg: DictConfig) -> float | None:
         for line in summary_lines(result):
             print(line)
         print(f"results: {out_dir}/result.json")
-    if result["status"] != "ok" and not multirun:
+    if result["status"] == "failed" and not multirun:
         sys.exit(1)
-    return result.get(cfg.objective)
+    return result.get(cfg.objective) if result["status"] == "ok" else None
 
 
 def _rank() -> int:

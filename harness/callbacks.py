@@ -17,13 +17,20 @@ from omegaconf import DictConfig
 
 
 def _counts(sweep_dir: Path) -> dict[str, int]:
-    counts = {"ok": 0, "failed": 0}
+    """Finished trials by status: ok, failed, pruned (stopped early: harness.prune); a paused one is not finished."""
+    counts = {"ok": 0, "failed": 0, "pruned": 0}
     for f in sweep_dir.rglob("result.json"):
         try:
-            counts["ok" if json.loads(f.read_text()).get("status") == "ok" else "failed"] += 1
+            status = json.loads(f.read_text()).get("status")
         except (OSError, ValueError):
-            counts["failed"] += 1
+            status = "failed"
+        if status != "paused":
+            counts[status if status in counts else "failed"] += 1
     return counts
+
+
+def _pruned(n: int) -> str:
+    return f", pruned {n}" if n else ""
 
 
 class SweepProgress(Callback):
@@ -41,7 +48,7 @@ class SweepProgress(Callback):
             return
         c = _counts(Path(hc.sweep.dir))
         print(f"[sweep] trial {hc.job.num} running: {' '.join(hc.overrides.task)} | "
-              f"done {c['ok'] + c['failed']} (ok {c['ok']}, failed {c['failed']})", file=sys.stderr, flush=True)
+              f"done {sum(c.values())} (ok {c['ok']}, failed {c['failed']}{_pruned(c['pruned'])})", file=sys.stderr, flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from harness.report.collect import collect
@@ -52,11 +59,12 @@ class SweepProgress(Callback):
             return
         rows = collect(sweep_dir)
         index = [{"dir": r.get("dir"), "status": r.get("status"), "error": r.get("error"),
-                  "overrides": r.get("overrides")} for r in rows]
+                  "overrides": r.get("overrides"), **({"prune/step": r.get("prune/step"), "prune/reason": r.get("prune/reason")}
+                                                      if r.get("status") == "pruned" else {})} for r in rows]
         atomic_write_json(sweep_dir / "sweep_index.json", index)
-        c = {s: sum(1 for r in rows if r.get("status") == s) for s in ("ok", "failed", "missing")}
-        print(f"[sweep] finished: {len(rows)} trials, ok {c['ok']}, failed {c['failed']}, missing {c['missing']}",
-              file=sys.stderr, flush=True)
+        c = {s: sum(1 for r in rows if r.get("status") == s) for s in ("ok", "failed", "missing", "pruned")}
+        print(f"[sweep] finished: {len(rows)} trials, ok {c['ok']}, failed {c['failed']}, missing {c['missing']}"
+              f"{_pruned(c['pruned'])}", file=sys.stderr, flush=True)
         if self.report and rows:
             from harness.report import write_report
 

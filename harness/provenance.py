@@ -25,10 +25,10 @@ def trial_info(cfg: Any, choices: dict, overrides: list[str]) -> dict:
     info = {"optimizer": optimizer_label(opt),
             "lr": float(opt.lr), "momentum": None if momentum is None else float(momentum),
             "model": choices.get("model") or cfg.model.name, "task": choices.get("task") or cfg.task.name,
-            "seed": int(cfg.seed), "overrides": list(overrides),
+            "seed": int(cfg.seed), "objective": str(cfg.trainer.objective), "overrides": list(overrides),
             "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID"))}
     m = "" if momentum in (None, 0, 0.0) else f"-m{momentum:g}"
-    info["name"] = f"{info['optimizer']}{m}-lr{info['lr']:g}-s{info['seed']}"
+    info["name"] = f"{info['objective']}-{info['optimizer']}{m}-lr{info['lr']:g}-s{info['seed']}"
     return info
 
 

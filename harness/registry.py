@@ -16,7 +16,7 @@ and the allowed values. Nothing outside a registry branches on a variant's name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from harness.errors import ConfigError
@@ -29,6 +29,7 @@ class Entry(Generic[T]):
     name: str
     build: T  # the registered callable: a builder, or the function itself (KL estimators)
     validate: Optional[Callable[[Any], None]] = None  # raises ConfigError for a config it can't run
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)  # what else it brings, e.g. a rollout backend's `plan`
 
 
 class Registry(Generic[T]):
@@ -36,11 +37,15 @@ class Registry(Generic[T]):
         self.key = key  # the config key whose value picks an entry, for error messages
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, *, validate: Optional[Callable[[Any], None]] = None) -> Callable[[T], T]:
+    def register(self, name: str, *, validate: Optional[Callable[[Any], None]] = None,
+                 **extra: Any) -> Callable[[T], T]:
+        """Register `fn` under `name`, with its checks and whatever else the variant brings (`extra`,
+        read back as `entry(name).extra`: e.g. a rollout backend's `plan` for the planner)."""
+
         def deco(fn: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.key}: {name!r} is registered twice")
-            self._entries[name] = Entry(name, fn, validate)
+            self._entries[name] = Entry(name, fn, validate, dict(extra))
             return fn
 
         return deco

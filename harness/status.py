@@ -3,8 +3,9 @@
     python -m harness.status multirun/sgd_vs_adamw
     python -m harness.status multirun/sgd_vs_adamw --watch 30     # refresh every 30 s
 
-Trial states come from the trial folders (result.json); job states (PENDING, RUNNING, COMPLETED,
-FAILED, REQUEUED, TIMEOUT, ...) from `sacct` for the job ids in the sweep's .submitit folder.
+Trial states come from the trial folders (result.json: ok, failed, pruned; paused or without one:
+not finished); job states (PENDING, RUNNING, COMPLETED, FAILED, REQUEUED, TIMEOUT, ...) from
+`sacct` for the job ids in the sweep's .submitit folder.
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ def summary(sweep_dir: Path) -> list[str]:
     rows = collect(sweep_dir)
     by = collections.Counter(r.get("status") for r in rows)
     lines = [f"{sweep_dir}: {len(rows)} trials: ok {by['ok']}, failed {by['failed']}, "
-             f"not finished {by['missing']}"]
+             f"not finished {by['missing']}" + (f", pruned {by['pruned']}" if by["pruned"] else "")]
     states = slurm_states(sweep_dir)
     if states:
         c = collections.Counter(states.values())
         lines.append("SLURM jobs: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(c.items())))
     for r in rows:
-        if r.get("status") != "ok":
+        if r.get("status") == "pruned":  # stopped early at an evaluation (harness.prune): not a failure
+            lines.append(f"  {'pruned':8} {r.get('dir')}: at step {r.get('prune/step')}: {r.get('prune/reason') or ''}")
+        elif r.get("status") != "ok":
             lines.append(f"  {r.get('status'):8} {r.get('dir')}: {r.get('error') or ''}")
     return lines
 

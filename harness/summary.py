@@ -34,6 +34,7 @@ def summarise(trainer: Any, model: Any, optimizer: Any, final_sparsity: dict,
     test = h["test"]
     ph = trainer.phases
     n_steps = max(1, len(steps))
+    rewards = [s["train/reward_mean"] for s in steps if "train/reward_mean" in s]
     res: dict[str, Any] = {
         "eval/val_accuracy_initial": val[0] if val else None,
         "eval/val_accuracy_final": val[-1] if val else None,
@@ -45,9 +46,10 @@ def summarise(trainer: Any, model: Any, optimizer: Any, final_sparsity: dict,
         "eval/test_correct_final": test[-1]["correct"] if test else None,
         "eval/val_correct_final": h["val_correct_final"],
         "eval/test_size": len(test[-1]["correct"]) if test else 0,
-        "train/reward_curve": [s["train/reward_mean"] for s in steps],
-        "train/reward_mean": _mean([s["train/reward_mean"] for s in steps]),
-        "train/reward_mean_last": steps[-1]["train/reward_mean"] if steps else None,
+        "train/reward_curve": rewards,  # empty for an objective without rewards (sft)
+        "train/reward_mean": _mean(rewards),
+        "train/reward_mean_last": rewards[-1] if rewards else None,
+        "train/loss_curve": [s.get("train/loss") for s in steps],
         "train/steps_done": trainer.step, "train/steps_skipped": trainer.skipped,
         "train/verify_errors": trainer.verify_errors, "train/verify_timeouts": trainer.verify_timeouts,
         "mem/optimizer_state_bytes": state_bytes_total if state_bytes_total is not None else optimizer_state_bytes(optimizer),
@@ -73,8 +75,20 @@ def summarise(trainer: Any, model: Any, optimizer: Any, final_sparsity: dict,
     return res
 
 
+def _first_last(result: dict) -> str:
+    """The training signal's first and last step: the mean reward (RL), else the loss (sft)."""
+    what, curve = "mean reward", result.get("train/reward_curve")
+    if not curve:
+        what, curve = "loss", [x for x in result.get("train/loss_curve") or [] if x is not None]
+    if not curve:
+        return f"{what} per step: n/a"
+    return f"{what} per step: first {curve[0]:.3f}, last {curve[-1]:.3f}"
+
+
 def summary_lines(result: dict) -> list[str]:
     """The short summary printed at the end of a run."""
+    if result.get("status") in ("pruned", "paused"):
+        return [f"trial {result['status']} at step {result.get('prune/step')}: {result.get('prune/reason')}"]
     if result.get("status") != "ok":
         return [f"trial FAILED: {result.get('error')}"]
 
@@ -88,7 +102,7 @@ def summary_lines(result: dict) -> list[str]:
         f"accuracy (greedy): validation {result['eval/val_accuracy_initial']:.3f} -> {result['eval/val_accuracy_final']:.3f}"
         f" (best {result['eval/val_accuracy_best']:.3f}), test {result['eval/accuracy_initial']:.3f} -> "
         f"{result['eval/accuracy_final']:.3f} ({result['eval/test_size']} problems)",
-        f"mean reward per step: first {result['train/reward_curve'][0]:.3f}, last {result['train/reward_curve'][-1]:.3f}",
+        _first_last(result),
         f"optimizer state: {gb(result['mem/optimizer_state_bytes'])}   params: {gb(result['mem/param_bytes'])}"
         f"   peak memory ({result['mem/peak_kind']}): {gb(result['mem/peak_bytes'])}",
         f"weights changed: {pct(result['sparsity/changed_fraction_bf16'])} in bf16, "

@@ -1,12 +1,13 @@
-"""The one RLVR trainer: GRPO with a verifiable reward, for any model, task, optimizer and backend.
+"""The one training loop, for any objective, model, task, optimizer and backend.
 
-Each step: rollout (G sampled completions for each of P prompts) -> score (the task's verifier,
-in a separate process with a time limit) -> update (group-normalised advantages, clipped policy
-loss + KL to the initial policy, one optimizer step, observed by the diagnostics) -> sync the
-rollout engine's weights -> evaluate on the validation split every N steps.
+Each step: the objective makes the step's batch (harness.objectives: for GRPO and RLOO, G sampled
+completions for each of P prompts scored by the task's verifier, in a separate process with a time
+limit; for SFT, the reference answers) -> update (the objective's per-token loss over micro-batches,
+one optimizer step observed by the diagnostics) -> sync the rollout engine's weights -> evaluate
+on the validation split every N steps -> checkpoint.
 
 The trainer gets its own config node (`trainer`) and what it needs, built by harness.trial: the
-model, tokenizer, task, rollout, optimizer, verifier, compute dtype, diagnostics and, in a
+objective, model, tokenizer, task, rollout, optimizer, verifier, compute dtype, diagnostics and, in a
 distributed trial, the process group (`dist`). With `dist`, each rank takes its share of the
 step's prompts (a prompt's group never spans two ranks), the loss is normalised by the global
 token count, and every logged number is global.
@@ -37,18 +38,18 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 
-from harness.algo.grpo import KL_ESTIMATORS, aggregate, clipped_policy_loss, group_advantages
+from harness.algo.grpo import aggregate
 from harness.algo.logprobs import GroupBatch, completion_logprobs
 from harness.distributed.reduce import local_tensor as _local
 from harness.measure.diagnostics import Diagnostics, StepContext
 from harness.measure.memory import PhaseTracker, grad_bytes, optimizer_state_bytes
 from harness.parallel import OneProcess
 from harness.reference import InitialWeights
+from harness.objectives.base import StepBatch
 from harness.rollout.base import Rollout, Sampling
 from harness.tasks.base import Problem, Task
 from harness.tasks.verify import SafeVerifier
@@ -63,27 +64,14 @@ class Preempted(BaseException):
     A BaseException, so no `except Exception` records it as a failure."""
 
 
-@dataclass
-class StepBatch:
-    problems: list[Problem]
-    batch: GroupBatch
-    texts: list[str]  # decoded completions, prompt-major
-    finished: list[bool]
-
-
-def sample_seed(seed: int, step: int, index: int) -> int:
-    """The sampling seed of the prompt at position `index` of the data stream, at `step`."""
-    return (seed * 1_000_003 + step * 10_007 + index) % (2**63 - 1)
-
-
-class GRPOTrainer:
-    def __init__(self, t: Any, *, model: torch.nn.Module, tokenizer: Any, task: Task, rollout: Rollout,
+class Trainer:
+    def __init__(self, t: Any, *, objective: Any, model: torch.nn.Module, tokenizer: Any, task: Task, rollout: Rollout,
                  optimizer: torch.optim.Optimizer, verifier: SafeVerifier, compute_dtype: torch.dtype,
                  device: torch.device, diagnostics: Diagnostics, log: Callable[[dict, int], None], seed: int,
                  shared_prefix: bool = True, checkpoint: Optional[Any] = None, dist: Optional[Any] = None,
                  reference: Optional[torch.nn.Module] = None, generation: Optional[Callable[[Any], Any]] = None,
                  initial_files: Optional[Any] = None):
-        self.t = t
+        self.t, self.objective = t, objective  # harness.objectives: the step's batch and its loss
         self.model, self.tok, self.task, self.rollout, self.opt = model, tokenizer, task, rollout, optimizer
         self.verifier, self.compute_dtype, self.device = verifier, compute_dtype, device
         self.diagnostics, self.log, self.seed, self.shared_prefix = diagnostics, log, seed, shared_prefix
@@ -99,7 +87,6 @@ class GRPOTrainer:
         self.initial = InitialWeights(reference or model, compute_dtype, copy=reference is None, files=initial_files)
         self.generation = generation or (lambda model: contextlib.nullcontext())
         self.reference_bytes = int(self.dist.all_reduce_sum([float(self.initial.nbytes)])[0])
-        self.kl_fn = KL_ESTIMATORS[t.kl_estimator]
         self.step = 0
         self.updates_applied = 0
         self.skipped = 0
@@ -146,29 +133,6 @@ class GRPOTrainer:
         return items[r * per:(r + 1) * per]
 
     # ---------------------------------------------------------------- the steps
-    def rollout_step(self, step: int) -> StepBatch:
-        indexed = self.step_problems(step)
-        problems = [p for _, p in indexed]
-        prompts = [self.encode(p) for p in problems]
-        sampling = Sampling(n=self.t.group_size, max_new_tokens=self.t.max_new_tokens,
-                            temperature=self.t.temperature, top_p=self.t.top_p, min_new_tokens=self.t.min_new_tokens,
-                            seeds=tuple(sample_seed(self.seed, step, k) for k, _ in indexed))
-        with self.generation(self.model):
-            gens = self.rollout.generate(prompts, sampling)
-        flat = [g for group in gens for g in group]
-        completions = [g.completion_ids or [self.tok.eos_token_id] for g in flat]
-        texts = self.tok.batch_decode(completions, skip_special_tokens=True)
-        return StepBatch(problems, GroupBatch(prompts, completions, self.t.group_size), texts,
-                         [g.finished for g in flat])
-
-    def score(self, sb: StepBatch) -> torch.Tensor:
-        answers = [p.answer for p in sb.problems for _ in range(self.t.group_size)]
-        scores, stats = self.verifier(sb.texts, answers)
-        self.verify_errors += stats.errors
-        self.verify_timeouts += stats.timeouts
-        self._last_verify = stats
-        return torch.tensor(scores, dtype=torch.float32)  # [B] this rank's sequences
-
     def _ref_logprobs(self, batches: list[GroupBatch]) -> list[torch.Tensor]:
         """The reference policy's log-probs of every micro-batch ([N] each), before any policy forward:
         the initial weights are made ready for the forward once (read back from the checkpoint, linear
@@ -181,10 +145,11 @@ class GRPOTrainer:
             params = {f"model.{n}": p for n, p in self.initial.for_forward().items()}
             return [torch.func.functional_call(wrapper, params, (b,), tie_weights=True).float() for b in batches]
 
-    def update(self, sb: StepBatch, rewards: torch.Tensor) -> dict[str, Any]:
+    def update(self, sb: StepBatch) -> dict[str, Any]:
         """Loss and gradients over micro-batches, then one optimizer step observed by the diagnostics."""
-        G, t = self.t.group_size, self.t
-        adv = group_advantages(rewards, G, t.norm_adv_by_std)  # [B]
+        t, obj = self.t, self.objective
+        G = sb.batch.group_size
+        state = obj.loss_state(self, sb)  # e.g. the advantages [B]
         # the normalisers are global: every rank's loss is a share of the whole step's loss
         total_tokens, num_seqs = (int(x) for x in self.dist.all_reduce_sum(
             [float(sb.batch.num_tokens), float(len(sb.batch.completions))]))
@@ -192,7 +157,7 @@ class GRPOTrainer:
         groups_per_mb = max(1, t.micro_batch_size // G)
         order = sorted(range(len(sb.batch.prompts)),
                        key=lambda k: len(sb.batch.prompts[k]) + max(len(c) for c in sb.batch.completions[k * G:(k + 1) * G]))
-        sums = {"pg": 0.0, "kl": 0.0, "clip": 0.0, "loss": 0.0}
+        sums: dict[str, float] = {"train/loss": 0.0}
         finite = 1.0
         offset = self._seq_offset(len(sb.batch.completions))
         mbs = []  # (micro-batch, the step's sequence index of each of its sequences)
@@ -201,34 +166,28 @@ class GRPOTrainer:
             seqs = [k * G + g for k in ks for g in range(G)]
             mbs.append((GroupBatch([sb.batch.prompts[k] for k in ks], [sb.batch.completions[i] for i in seqs], G), seqs))
         # while no update has been applied the policy is the reference: KL = 0 exactly, no forward
-        refs = self._ref_logprobs([mb for mb, _ in mbs]) if t.kl_coef > 0 and self.updates_applied > 0 else None
+        refs = self._ref_logprobs([mb for mb, _ in mbs]) if obj.uses_reference(t) and self.updates_applied > 0 else None
         for j, (mb, seqs) in enumerate(mbs):
             seq_ids = mb.seq_index().to(self.device)  # [N] index within the micro-batch
             local_ids = torch.tensor(seqs, device=self.device)[seq_ids]  # [N] index within this rank's step
             with self.autocast():
                 logp = completion_logprobs(self.model, mb, self.pad_id, self.shared_prefix).float()  # [N]
             ref_logp = refs[j] if refs is not None else logp.detach()  # [N]
-            a = adv.to(self.device)[local_ids]  # [N]
-            pg, clipped = clipped_policy_loss(logp, logp.detach(), a, t.clip_ratio)  # [N], [N]
-            kl = self.kl_fn(logp, ref_logp)  # [N]
-            per_token = pg + t.kl_coef * kl  # [N]
+            per_token, parts = obj.loss(t, logp, ref_logp, local_ids, state)  # [N], {name: [N]}
             loss = aggregate(per_token, local_ids + offset, num_seqs, t.loss_agg, total_tokens)
             if not torch.isfinite(loss):
                 finite = 0.0  # the step is skipped below; backward still runs, so every rank's collectives line up
             loss.backward()
-            sums["loss"] += loss.item()
-            sums["pg"] += pg.detach().sum().item() / total_tokens
-            sums["kl"] += kl.detach().sum().item() / total_tokens
-            sums["clip"] += clipped.sum().item() / total_tokens
-        loss_sum, pg_sum, kl_sum, clip_sum, finite_all, adv_abs = self.dist.all_reduce_sum(
-            [sums["loss"], sums["pg"], sums["kl"], sums["clip"], finite, adv.abs().sum().item()])
+            sums["train/loss"] += loss.item()
+            for name, part in parts.items():  # token means over the step
+                sums[name] = sums.get(name, 0.0) + part.detach().sum().item() / total_tokens
+        *totals, finite_all = self.dist.all_reduce_sum([*sums.values(), finite])
         finite_all = finite_all == self.dist.world_size
         self.max_grad_bytes = max(self.max_grad_bytes, int(self.dist.all_reduce_sum([float(grad_bytes(self.model))])[0]))
         clip = t.grad_clip if t.grad_clip > 0 else float("inf")
         grad_norm = _clip_grad_norm(self.params, clip) if finite_all else float("nan")
-        out: dict[str, Any] = {"train/loss": loss_sum, "train/pg_loss": pg_sum, "train/kl": kl_sum,
-                               "train/clip_frac": clip_sum, "train/grad_norm": grad_norm,
-                               "train/advantage_abs_mean": adv_abs / num_seqs}
+        out: dict[str, Any] = {**dict(zip(sums, totals)), "train/grad_norm": grad_norm,
+                               **obj.update_metrics(self, state, num_seqs)}
         if not finite_all or not math.isfinite(grad_norm):
             self.opt.zero_grad(set_to_none=True)
             self.skipped += 1
@@ -304,22 +263,18 @@ class GRPOTrainer:
             _injected_fault(self.dist.rank, step + 1)
             t0 = time.perf_counter()
             before = dict(self.phases.seconds)
-            with self.phases.phase("rollout"):
-                sb = self.rollout_step(step)
-            with self.phases.phase("reward"):
-                rewards = self.score(sb)
+            sb = self.objective.batch(self, step)  # times its own phases (rollout, reward; batch)
             with self.phases.phase("update"):
-                upd = self.update(sb, rewards)
+                upd = self.update(sb)
             if not upd["train/skipped"]:
                 with self.phases.phase("sync"):
                     upd["perf/sync_s"] = self.sync()
-            secs = {k: self.phases.seconds.get(k, 0.0) - before.get(k, 0.0) for k in ("rollout", "reward", "update")}
-            m = {"step": step + 1, **self._step_metrics(sb, rewards, secs), **upd}
+            secs = {k: self.phases.seconds.get(k, 0.0) - before.get(k, 0.0) for k in self.phases.seconds}
+            m = {"step": step + 1, **self._step_metrics(sb, secs), **upd}
             self.history["steps"].append(m)
             if len(self.history["samples"]) < 64:
-                self.history["samples"].append({"step": step, "split": "train", "rows": [
-                    (sb.problems[i // t.group_size].question, sb.problems[i // t.group_size].answer, sb.texts[i], rewards[i].item())
-                    for i in range(min(t.log_completions, len(sb.texts)))]})
+                self.history["samples"].append({"step": step, "split": "train",
+                                                "rows": self.objective.sample_rows(sb, t.log_completions)})
             self.step = step + 1
             if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
                 with self.phases.phase("eval"):
@@ -341,25 +296,14 @@ class GRPOTrainer:
             val, test = self.evaluate_val(self.step), self.evaluate_test(self.step)
         self.log({"eval/val_accuracy": val, "eval/test_accuracy": test}, self.step)
 
-    def _step_metrics(self, sb: StepBatch, rewards: torch.Tensor, secs: dict[str, float]) -> dict[str, Any]:
-        G = self.t.group_size
-        r = rewards.view(-1, G)
+    def _step_metrics(self, sb: StepBatch, secs: dict[str, float]) -> dict[str, Any]:
+        """The objective's own per-step metrics, then those every objective has (global numbers)."""
+        m = self.objective.step_metrics(self, sb, secs)
         n_tok, n_prompt_tok = sb.batch.num_tokens, sum(len(p) for p in sb.batch.prompts)
-        (r_sum, r_sq, n, equal, tok, ptok, fin, errs, touts) = self.dist.all_reduce_sum([
-            rewards.sum().item(), rewards.square().sum().item(), float(rewards.numel()),
-            (r.max(dim=1).values == r.min(dim=1).values).float().sum().item(), float(n_tok), float(n_prompt_tok),
-            float(sum(sb.finished)), float(self._last_verify.errors), float(self._last_verify.timeouts)])
-        mean = r_sum / n
-        return {"train/reward_mean": mean,
-                "train/reward_std": math.sqrt(max(0.0, (r_sq - n * mean * mean) / max(1.0, n - 1))),
-                "train/groups_all_equal": equal / (n / G),
-                "train/response_len_mean": tok / n, "train/finished_frac": fin / n,
-                "train/verify_errors": int(errs), "train/verify_timeouts": int(touts),
-                "optim/lr": self.opt.param_groups[0]["lr"],
-                "perf/rollout_s": secs["rollout"], "perf/reward_s": secs["reward"], "perf/update_s": secs["update"],
-                "perf/rollout_tokens_per_s": tok / max(secs["rollout"], 1e-9),
-                "perf/update_tokens_per_s": (tok + ptok) / max(secs["update"], 1e-9),
-                "mem/peak_bytes_rollout": self.phases.last_peak_bytes.get("rollout"),
+        n, tok, ptok = self.dist.all_reduce_sum([float(len(sb.batch.completions)), float(n_tok), float(n_prompt_tok)])
+        update_s = secs.get("update", 0.0)
+        return {**m, "train/response_len_mean": tok / n, "optim/lr": self.opt.param_groups[0]["lr"],
+                "perf/update_s": update_s, "perf/update_tokens_per_s": (tok + ptok) / max(update_s, 1e-9),
                 "mem/peak_bytes_update": self.phases.last_peak_bytes.get("update"),
                 "mem/optimizer_state_bytes": self.optimizer_state_bytes()}
 

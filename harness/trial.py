@@ -24,10 +24,12 @@ import torch
 
 from harness import checkpoint as ckpt_files
 from harness.allocator import retain_freed_memory
-from harness.distributed.failure import sigterm_held
+from harness.distributed.failure import SigtermHold, kill_for_test
 from harness.errors import ConfigError
 from harness.measure.diagnostics import Diagnostics
+from harness.distributed.reduce import local_tensor
 from harness.measure.memory import param_bytes
+from harness.measure.sparsity import bf16_grid_counts
 from harness.optim import build_optimizer
 from harness.parallel import setup as setup_parallel
 from harness.provenance import provenance, trial_info
@@ -35,7 +37,7 @@ from harness.results import MetricsFile, atomic_write_json
 from harness.rollout import build_rollout
 from harness.signals import on_signal, requeue
 from harness.summary import summarise
-from harness.trainer import GRPOTrainer, Preempted
+from harness.trainer import Preempted, Trainer
 from harness.validate import validate
 
 
@@ -45,6 +47,7 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
     """Validate (raises ConfigError before any work), then run; returns the result dict."""
     device = validate(cfg)
     info = trial_info(cfg, choices or {}, overrides or [])
+    from harness.prune import Pruning, Stopped, stopped_curves
     from harness.tasks import build_task
     from harness.tasks.verify import SafeVerifier
 
@@ -63,9 +66,11 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
     checkpoint = par.checkpoint(out)
     resume_step = dist.agree(ckpt_files.saved_step(out))
     metrics = MetricsFile(out / "metrics.jsonl", keep_through_step=resume_step) if dist.is_main else None
-    logger = trainer = rollout = None
+    logger = trainer = rollout = pruning = None
     preempted = False
+    hold = SigtermHold()  # torchrun's SIGTERM to the survivors of a failed rank waits until the result is written
     try:
+        pruning = Pruning(cfg.prune, str(cfg.objective), out, overrides or [], dist)  # divergence; the sweeper's rule
         from harness.loggers import NoLogger, build_logger
         from harness.models import load_model, load_tokenizer, resolve_model_dir
         from harness.models.safetensors_files import SafetensorsFiles
@@ -91,6 +96,8 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
         tokenizer = load_tokenizer(model_dir, cfg.model)
         model = par.wrap(load_model(cfg.model, model_dir, par.device))
         model.train()
+        on_grid, numel = dist.all_reduce_sum(list(bf16_grid_counts([local_tensor(p) for p in model.parameters()])))
+        result["params/initial_bf16_grid_fraction"] = on_grid / max(1, numel)  # 1.0 for a checkpoint published in bf16
         optimizer = build_optimizer(cfg.optimizer, model)
         compute_dtype = getattr(torch, cfg.model.dtype)
         rollout = build_rollout(cfg.rollout, model=model, tokenizer=tokenizer, model_dir=model_dir,
@@ -102,8 +109,11 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
                 metrics.write({"step": step, **m} if "step" not in m else m)
             logger.log(m, step)
 
-        trainer = GRPOTrainer(
-            cfg.trainer, model=model, tokenizer=tokenizer, task=task, rollout=rollout, optimizer=optimizer,
+        from harness.objectives import build_objective
+
+        trainer = Trainer(
+            cfg.trainer, objective=build_objective(cfg.trainer), model=model, tokenizer=tokenizer, task=task,
+            rollout=rollout, optimizer=optimizer,
             verifier=SafeVerifier(task.verifier, cfg.task.verify_timeout_s), compute_dtype=compute_dtype,
             device=par.device, diagnostics=Diagnostics(list(cfg.trainer.diagnostics), cfg.trainer.diagnostics_chunk_numel,
                                                           cfg.trainer.diagnostics_block_numel),
@@ -118,14 +128,18 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
             result["resumed_from_step"] = resume_step
             print(f"[harness] {out}: resumed from the checkpoint at step {resume_step}", file=sys.stderr)
         on_signal(signal.SIGUSR2, lambda: setattr(trainer, "preempt_requested", True))
+        kill_for_test(optimizer, dist.rank, lambda: trainer.step + 1)  # test-only, HARNESS_TEST_SIGKILL=RANK:STEP
+        pruning.start(trainer.step, save=lambda: checkpoint.save(trainer))  # paused at a rung: its decision now
         bar = _progress_bar(cfg.trainer.steps, info["name"]) if progress and dist.is_main else None
         if bar is not None:
             bar.update(trainer.step)
 
         def on_step(step: int, m: dict) -> None:
             if bar is not None:
-                bar.set_postfix(reward=f"{m['train/reward_mean']:.2f}", acc=m.get("eval/val_accuracy", ""), refresh=False)
+                shown = {name: f"{m[k]:.2f}" for k, name in (("train/reward_mean", "reward"), ("train/loss", "loss")) if k in m}
+                bar.set_postfix(**shown, acc=m.get("eval/val_accuracy", ""), refresh=False)
                 bar.update(1)
+            pruning.after_step(step, m)  # at an evaluation: may raise Pruned or Paused
 
         try:
             trainer.train(on_step)
@@ -144,13 +158,16 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
             _log_tables(logger, trainer)
     except Preempted:
         preempted = True  # checkpoint saved: no result; the requeued job resumes
+    except Stopped as e:  # pruned at an evaluation (or paused there until its rung is decided): not a failure
+        result.update(e.result(), **(stopped_curves(trainer.history) if trainer is not None else {}))
     except Exception as e:  # noqa: BLE001 - a failed trial is recorded, never kills the sweep
+        hold.failed()  # from here: a SIGTERM cannot cut the reason short, and is dropped once it is written
         result["status"] = "failed"
-        result["error"] = par.failure_reason(e, out)
+        result["error"] = par.failure_reason(e, out, step=None if trainer is None else trainer.step + 1)
         if dist.is_main:
             (out / "error.txt").write_text(traceback.format_exc())
     finally:
-        with sigterm_held():  # torchrun's SIGTERM to the survivors of a failed rank waits until the result is written
+        with hold:  # held from here (or from the failure) until the result is written and the trial cleaned up
             result["perf/total_s"] = time.perf_counter() - t_start
             if trainer is not None:
                 result.setdefault("train/steps_done", trainer.step)
@@ -159,18 +176,20 @@ def run_trial(cfg: Any, out_dir: str | os.PathLike, choices: Optional[dict] = No
                 _quietly(metrics.close)
             if not preempted and dist.is_main:  # before the slower cleanup below
                 atomic_write_json(out / "result.json", result)
+            if pruning is not None and not preempted:
+                _quietly(lambda: pruning.finish(result))
             if trainer is not None:
                 _quietly(trainer.close)
             if rollout is not None:
                 _quietly(rollout.close)
-            if preempted:
+            if preempted or result["status"] == "paused":  # resumed later: W&B run and checkpoint kept
                 if logger is not None:
                     logger.preempted()
             elif dist.is_main:
                 if logger is not None:
                     logger.finish({k: v for k, v in result.items()
                                    if not isinstance(v, (dict, list)) or k.startswith(("eval/", "train/", "trial"))},
-                                  failed=result["status"] != "ok")
+                                  failed=result["status"] == "failed")
                 if not cfg.trainer.keep_checkpoint:
                     ckpt_files.remove(out)
             par.close()

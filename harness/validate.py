@@ -18,8 +18,10 @@ from harness.errors import ConfigError, check as _check  # noqa: F401 - ConfigEr
 
 def validate_trainer(t: Any) -> None:
     from harness.measure.diagnostics import validate_names
+    from harness.objectives import OBJECTIVES
     from harness.reference import INITIAL_WEIGHTS
 
+    OBJECTIVES.validate(t.objective, t)
     for key in ("steps", "prompts_per_step", "max_new_tokens", "max_prompt_tokens", "micro_batch_size",
                 "eval_batch_size", "eval_max_new_tokens", "diagnostics_chunk_numel",
                 "diagnostics_block_numel"):
@@ -63,6 +65,7 @@ def validate(cfg: Any) -> torch.device:
     from harness.models import validate as validate_model
     from harness.optim import validate_optimizer
     from harness.parallel import STRATEGIES
+    from harness.prune import validate_prune
     from harness.rollout import ROLLOUTS
     from harness.tasks import TASKS
 
@@ -76,6 +79,7 @@ def validate(cfg: Any) -> torch.device:
     ROLLOUTS.validate(cfg.rollout.backend, cfg.rollout)
     LOGGERS.validate(cfg.logger.backend, cfg.logger)
     STRATEGIES.validate(cfg.distributed.strategy, cfg)
+    validate_prune(cfg.prune)
     _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     _check(isinstance(cfg.threads, int) and cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0 = torch's default)")
     _check(isinstance(cfg.malloc_retain, bool), "malloc_retain", cfg.malloc_retain, "allowed values are true, false")

@@ -1,5 +1,5 @@
 """The benchmark entry points run the real trial path and print their table (no timing asserts:
-speed is measured by running them, see README)."""
+speed is measured by running them, see docs/benchmarks.md)."""
 
 import subprocess
 import sys
@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow  # real trials; tests/test_bench_cli.py is the quick check
 def test_optimizer_bench_prints_the_table(cache_dir):
     p = subprocess.run([sys.executable, "-m", "harness.bench.optimizers", "--steps", "2", "--rounds", "1",
                         "model=tiny"], cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -3,7 +3,7 @@
     python -m pytest -q tests/test_bench_peer.py
 
 Real runs of both sides, each in a fresh process; no timing asserts (speed is measured by running
-the benchmark, see README). Skipped when TRL is not installed, except in CI (CI=true), which installs
+the benchmark, see docs/benchmarks.md). Skipped when TRL is not installed, except in CI (CI=true), which installs
 the `peer` extra (.ci/setup.sh test).
 """
 

@@ -1,6 +1,6 @@
 """python -m pytest tests/test_dashboard.py -q
 
-The W&B dashboard (harness.dashboard) against a real two-trial sweep of the tiny model, logged
+The W&B dashboard (harness.dashboard) against a real three-trial sweep of the tiny model (one pruned), logged
 to W&B offline: every key a panel names is one the trials really wrote (metrics.jsonl,
 result.json, and the offline W&B run's history, summary and config), the workspace and report
 objects are built without network, the offline path prints one line, exits 2 and writes
@@ -33,12 +33,16 @@ NO_KEY = {"WANDB_API_KEY": None, "WANDB_MODE": "offline"}
 
 @pytest.fixture(scope="module")
 def sweep(cache_dir, tmp_path_factory) -> Path:
-    """A real sweep: SGD and AdamW on the tiny model, 2 steps each, W&B offline."""
+    """A real sweep: SGD and AdamW on the tiny model, 2 steps each, W&B offline; and in the same folder
+    SGD at lr 1000, pruned as diverged at its first evaluation (its prune/ keys are public too)."""
     d = tmp_path_factory.mktemp("dash") / "dash_sweep"
     p = run_harness("-m", "model=tiny", "optimizer=sgd,adamw", "trainer.steps=2", "trainer.eval_every=1",
                     f"hydra.sweep.dir={d}", "logger.wandb.project=test")
     assert p.returncode == 0, p.stderr[-3000:]
-    assert len(list(d.rglob("result.json"))) == 2
+    p = run_harness("-m", "model=tiny", "optimizer=sgd", "optimizer.lr=1000", "prune.val_accuracy_floor=0.05",
+                    "trainer.steps=2", "trainer.eval_every=1", f"hydra.sweep.dir={d}", "logger.wandb.project=test")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert sorted(json.loads(f.read_text())["status"] for f in d.rglob("result.json")) == ["ok", "ok", "pruned"]
     return d
 
 
@@ -114,6 +118,7 @@ def test_layout_names_only_public_metrics() -> None:
         L.bar("renamed", "eval/accuracy_best")
 
 
+@pytest.mark.slow  # reads the real sweep of the `sweep` fixture
 def test_every_panel_key_is_written_by_a_real_trial(sweep: Path) -> None:
     """Lines name per-step keys: in metrics.jsonl and W&B history. Bars, scatters and the table name
     result keys: in result.json as scalars, and in the W&B summary. Runs are grouped by config keys
@@ -142,6 +147,7 @@ def test_every_panel_key_is_written_by_a_real_trial(sweep: Path) -> None:
     assert not any(missing.values()), "; ".join(f"{what}: {', '.join(k)}" for what, k in missing.items() if k)
 
 
+@pytest.mark.slow  # reads the real sweep of the `sweep` fixture
 def test_every_public_metric_is_written_by_the_real_sweep(sweep: Path) -> None:
     """harness/metrics.py against reality: each per-step key has a value in some trial's metrics.jsonl
     (SGD and AdamW between them cover the optimizer-specific ones), each result key is in result.json."""
@@ -174,6 +180,7 @@ def test_best_lr_is_chosen_by_validation_accuracy_not_test() -> None:
                                                           "sgd-lr0.05-s1"]
 
 
+@pytest.mark.slow  # reads the real sweep of the `sweep` fixture
 def test_workspace_and_report_built_without_network(sweep: Path, monkeypatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -220,6 +227,7 @@ def _dashboard(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow  # reads the real sweep of the `sweep` fixture
 def test_offline_cli_says_so_exits_2_and_writes_the_spec(sweep: Path, tmp_path: Path) -> None:
     spec_file = sweep / "dashboard.json"
     spec_file.unlink(missing_ok=True)
@@ -280,6 +288,7 @@ def _sweep_config(sweep: Path, *overrides: str):
         return compose("config", overrides=[f"hydra.sweep.dir={sweep}", *overrides], return_hydra_config=True)
 
 
+@pytest.mark.slow  # reads the real sweep of the `sweep` fixture
 def test_sweep_end_hook_runs_the_dashboard_only_online_when_asked(sweep: Path, monkeypatch, capsys) -> None:
     assert dashboard_args(_sweep_config(sweep), sweep) is None  # default: offline, dashboard=false
     assert dashboard_args(_sweep_config(sweep, "logger.wandb.dashboard=true"), sweep) is None  # offline

@@ -61,12 +61,18 @@ def model_cache(cache_dir) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, model_cache) -> Path:
-    """One process on the full batches, then 2 ranks with FSDP2 (which also saves DCP at step 2)."""
+def reference(tmp_path_factory, model_cache) -> Path:
+    """One process on the full batches: what every run below is compared with."""
     out = tmp_path_factory.mktemp("fsdp")
     _ok(_run([sys.executable, str(WORKER), "reference", str(out), model_cache]))
-    _ok(_torchrun("parity", out, model_cache))
     return out
+
+
+@pytest.fixture(scope="module")
+def runs(reference, model_cache) -> Path:
+    """Then 2 ranks with FSDP2 (which also saves DCP at step 2), in the same folder."""
+    _ok(_torchrun("parity", reference, model_cache))
+    return reference
 
 
 def _max_abs(a: dict, b: dict) -> float:
@@ -89,6 +95,7 @@ def _compare(got: dict, ref: dict, weights_tol: float, rel_tol: float) -> None:
     assert _max_abs(got["weights"][-1], got["initial"]) > 1e-4
 
 
+@pytest.mark.slow  # torchrun, 2 ranks
 @pytest.mark.parametrize("variant", FP32)
 def test_two_ranks_match_one_process(runs, variant):
     """fp32: 2 ranks, each on half the batch, against one process on the whole batch in one forward."""
@@ -97,6 +104,7 @@ def test_two_ranks_match_one_process(runs, variant):
     _compare(got, ref, 1e-6, 1e-5)
 
 
+@pytest.mark.slow  # torchrun, 2 ranks
 def test_bf16_autocast_two_ranks_match_one_process_on_the_same_halves(runs):
     """bf16 autocast: the rounding depends on how the batch is split (padding), so the one process runs
     the same two halves with gradients accumulated. FSDP gathering fp32 under the trainer's autocast
@@ -106,20 +114,22 @@ def test_bf16_autocast_two_ranks_match_one_process_on_the_same_halves(runs):
     _compare(torch.load(runs / "parity-momentum-bf16.pt"), torch.load(runs / "accum-momentum-bf16.pt"), 1e-2, 2e-2)
 
 
-def test_fsdp2_in_one_process_matches_plain(runs, model_cache):
-    _ok(_run([sys.executable, str(WORKER), "single", str(runs), model_cache]))
+def test_fsdp2_in_one_process_matches_plain(reference, model_cache):  # one process: in the quick tier
+    _ok(_run([sys.executable, str(WORKER), "single", str(reference), model_cache]))
     for variant in ("sgd", "adamw"):
-        got = torch.load(runs / f"single-{variant}.pt")
+        got = torch.load(reference / f"single-{variant}.pt")
         assert got["world_size"] == 1
-        _compare(got, torch.load(runs / f"reference-{variant}.pt"), 1e-6, 1e-5)
+        _compare(got, torch.load(reference / f"reference-{variant}.pt"), 1e-6, 1e-5)
 
 
+@pytest.mark.slow  # torchrun, 2 ranks
 def test_root_forward_and_generate_match(runs):
     ref, got = torch.load(runs / "reference-forward.pt"), torch.load(runs / "parity-forward.pt")
     assert (got["logits"] - ref["logits"]).abs().max().item() <= 1e-5
     assert torch.equal(got["generated"], ref["generated"])
 
 
+@pytest.mark.slow  # torchrun, 2 ranks
 def test_small_collectives_across_ranks(runs):
     r = json.loads((runs / "reduce.json").read_text())
     assert r["sums"] == [3, 1.5, 2, 2 * 2**40 + 1]  # exact int64 beyond float32's range
@@ -129,6 +139,7 @@ def test_small_collectives_across_ranks(runs):
     assert r["count"] == 21
 
 
+@pytest.mark.slow  # torchrun, 2 ranks
 def test_dcp_resume_in_fresh_processes_equals_uninterrupted(runs, model_cache):
     for variant in VARIANTS:
         assert checkpoint.read_sidecar(runs / f"ckpt-{variant}") == {"step": 2}
@@ -141,6 +152,7 @@ def test_dcp_resume_in_fresh_processes_equals_uninterrupted(runs, model_cache):
         assert resumed["loss"][0] == whole["loss"][2] and resumed["grad_norm"][0] == whole["grad_norm"][2]
 
 
+@pytest.mark.slow  # torchrun, 2 ranks
 def test_failure_on_rank1_ends_rank0_with_its_reason(tmp_path, model_cache):
     proc = _torchrun("failure", tmp_path, model_cache, timeout=300)
     assert proc.returncode != 0
@@ -153,6 +165,7 @@ def test_failure_on_rank1_ends_rank0_with_its_reason(tmp_path, model_cache):
     assert outcome["time"] - rank1["time"] < 60  # bounded: from rank 1's failure to rank 0's verdict
 
 
+@pytest.mark.slow  # torchrun, 2 ranks
 def test_silent_rank_times_out_instead_of_hanging(tmp_path, model_cache):
     proc = _torchrun("hang", tmp_path, model_cache, timeout=300)  # rank 1 sleeps 600 s at step 2
     assert proc.returncode != 0

@@ -20,6 +20,8 @@ import torch
 
 from tests.conftest import ROOT, run_harness
 
+pytestmark = pytest.mark.slow  # every test starts torchrun (2 ranks) or long trials
+
 ARGS = ["model=tiny", "logger=none", "threads=1", "trainer.steps=3", "trainer.eval_every=0", "task.num_eval=8",
         "task.num_val=8", "trainer.keep_checkpoint=true", "trainer.checkpoint_every=3"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]

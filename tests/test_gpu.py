@@ -1,7 +1,8 @@
 """GPU checks, for a machine with CUDA (skipped elsewhere; the same logic runs on CPU in
 tests/test_fsdp_trial.py and tests/test_vllm_rollout.py).
 
-    bash .ci/gpu_check.sh            # = python -m pytest -q -s -m gpu tests/test_gpu.py
+    python -m pytest -q -s -m gpu tests/test_gpu.py tests/test_memory.py
+    bash .ci/gpu_check.sh OUTDIR     # the one-call GPU check on a bare machine: python -m harness.bench.gpu
 
 - FSDP2 over NCCL in a world of one equals the one-process trial on CUDA;
 - a bf16 trial with vLLM rollouts and sleep mode ends ok, and its memory figures are printed.

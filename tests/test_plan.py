@@ -1,7 +1,9 @@
 """harness.plan: the planner's verdicts on the issue's cases, its sweep counts, and its parts
 against the real thing (optimizer state of a real optimizer step, the grid sweeper's expansion)."""
 
+import ast
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +11,9 @@ from omegaconf import OmegaConf
 
 from harness.plan import estimate
 from harness.plan.__main__ import main
-from harness.plan.gpus import GIB
+from harness.plan.gpus import GIB, Device
+from harness.rollout import ROLLOUTS
+from harness.rollout.plan import HFPlan, RolloutPlan, VLLMPlan, kv_bytes_per_token
 
 QWEN3_8B_ADAMW = ["model=qwen3-8b", "optimizer=adamw", "distributed=fsdp2"]
 
@@ -41,7 +45,8 @@ def test_qwen3_1p7b_sgd_fits_one_h100(capsys):
     assert "1.721 B params" in out and "1 x h100-80gb" in out
 
 
-@pytest.mark.parametrize("sweep,trials", [("qwen3_gpu", 36), ("qwen3_8b_gpu", 9)])
+@pytest.mark.parametrize("sweep,trials", [pytest.param("qwen3_gpu", 36, marks=pytest.mark.slow),  # composes 36 trials
+                                          ("qwen3_8b_gpu", 9)])
 def test_paper_sweeps_fit_the_gpus_they_name(capsys, sweep, trials):
     rc, out, err = plan(capsys, "-m", f"+sweeps={sweep}")
     assert rc == 0, err
@@ -102,7 +107,7 @@ def _inputs(**kw):
                 hidden=8, intermediate=24, layers=8, kv_dim=4, qk_norm=False, param_bytes=4, compute_bytes=2,
                 reference_bytes=2, optimizer_bytes=8000, optimizer_foreach=True, world=1, fsdp=True,
                 checkpointing=True, autocast=False, device_kind="cuda", prompts_per_step=8, group_size=4,
-                prompt_tokens=10, new_tokens=5, micro_batch=8, kl=True, diag_chunk=0, rollout="hf",
+                prompt_tokens=10, new_tokens=5, micro_batch=8, kl=True, diag_chunk=0, rollout=HFPlan(),
                 memory_bytes=GIB, peak_flops=1e12, mfu=0.5)
     base.update(kw)
     return estimate.Inputs(**base)
@@ -127,15 +132,120 @@ def test_flops_and_time():
     assert estimate.step_seconds(x, f) == pytest.approx(f.total / (1e12 * 0.5))
 
 
+def _vllm(**kw):
+    base = dict(share_bytes=10 * 2 ** 20, tp=2, sleep=False, overhead_bytes=0, max_model_len=100, gpu=True)
+    return VLLMPlan(**{**base, **kw})
+
+
 def test_kv_cache_tokens():
-    x = _inputs(rollout="vllm", vllm_share_bytes=10 * 2 ** 20, vllm_tp=2, vllm_overhead_bytes=0)
+    x = _inputs(rollout=_vllm())
     per_token = 2 * 8 * 4 * 2  # K and V x layers x kv_dim x bf16
-    assert estimate.kv_bytes_per_token(x) == per_token
-    kv, tokens = estimate.vllm_kv(x)
+    assert kv_bytes_per_token(x) == per_token
+    kv, tokens = x.rollout.kv(x)
     assert kv == 10 * 2 ** 20 - 1000 * 2 / 2 and tokens == int(kv // (per_token / 2))
+
+
+def test_rollout_terms_come_from_the_backends_plan():
+    hf = _inputs()
+    per_rank = 8 * 4  # prompts x group size, one rank
+    assert estimate.engine(hf) == {"generate KV cache": per_rank * 15 * 2 * 4 * 8 * 2, "generate logits": per_rank * 50 * 4}
+    share = "vLLM (weights + KV cache, gpu_memory_utilization)"
+    awake, asleep = _inputs(rollout=_vllm()), _inputs(rollout=_vllm(sleep=True))
+    for x in (awake, asleep):
+        rollout, fb, step = estimate.phases(x)
+        assert rollout.terms[share] == 10 * 2 ** 20
+        assert (share in fb.terms) == (share in step.terms) == (x is awake)  # held during the update unless asleep
+    cpu = _inputs(device_kind="cpu", rollout=_vllm(gpu=False))
+    assert estimate.engine(cpu) == {"vLLM weights": 1000 * 2, "vLLM KV cache (kv_cache_space_gb)": 10 * 2 ** 20}
+    assert cpu.rollout.problem(cpu) is None and cpu.rollout.notes(cpu) == []
+    # the KV cache holds fewer tokens than max_model_len: the peaks fit, the trial does not
+    small = _inputs(memory_bytes=1e9, rollout=_vllm(share_bytes=2000.0, max_model_len=100))
+    ok, worst, _ = estimate.fit(small)
+    assert worst.total <= small.memory_bytes and not ok
+    assert small.rollout.problem(small).startswith("vLLM's KV cache holds")
+    assert estimate.step_flops(small).rollout == estimate.step_flops(hf).rollout == 2 * 1000 * (8 * 10 + 8 * 4 * 5)
+
+
+def test_every_rollout_backend_brings_a_plan():
+    for name in ROLLOUTS.names():
+        assert isinstance(ROLLOUTS.entry(name).extra["plan"](OmegaConf.create({"gpu_memory_utilization": 0.5,
+                                                                                 "kv_cache_space_gb": 1}),
+                                                             OmegaConf.create({"vllm_overhead_gb": 1.0}),
+                                                             Device("h100-80gb", 80 * GIB, 1e15, "cuda"), 4096),
+                          RolloutPlan), name
+
+
+def test_the_planner_never_names_a_rollout_backend():
+    # the planner asks the backend's plan (its registry entry), never `x.rollout == "vllm"`
+    names = set(ROLLOUTS.names())
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "harness" / "plan").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip().lower() in names:
+                found.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    assert not found, found
+
+
+@dataclasses.dataclass(frozen=True)
+class _SidecarPlan(RolloutPlan):
+    """A made-up backend: an engine of fixed size, held during the update, that cannot run beside FSDP2."""
+
+    size: float
+
+    def engine(self, x):
+        return {"sidecar engine": self.size}
+
+    def held_in_update(self, x):
+        return self.engine(x)
+
+    def problem(self, x):
+        return "the sidecar cannot run beside FSDP2" if x.fsdp else None
+
+
+def test_a_new_rollout_backend_is_planned_from_its_own_entry(capsys):
+    from hydra import compose, initialize_config_dir
+
+    from harness.plan.trial import plan_trial
+
+    @ROLLOUTS.register("sidecar", plan=lambda cfg, plan_cfg, device, max_positions: _SidecarPlan(3 * GIB))
+    def _build(cfg, **kw):
+        raise NotImplementedError
+
+    try:
+        conf = str(Path(__file__).resolve().parents[1] / "conf")
+        with initialize_config_dir(config_dir=conf, version_base=None):
+            cfg = compose(config_name="config", overrides=["model=qwen3-1.7b", "plan.gpu=h100-80gb"])
+        cfg.rollout.backend = "sidecar"
+        device = Device("h100-80gb", 80 * GIB, 989e12, "cuda")
+        tp = plan_trial(cfg, 1, device)
+        assert all(p.terms["sidecar engine"] == 3 * GIB for p in tp.phases) and tp.fits
+        cfg.distributed.strategy = "fsdp2"
+        tp = plan_trial(cfg, 2, device)
+        assert not tp.fits and tp.problem() == "does not fit on 2 x h100-80gb: the sidecar cannot run beside FSDP2"
+    finally:
+        del ROLLOUTS._entries["sidecar"]
 
 
 def test_biggest_term_names_the_overflowing_phase():
     x = _inputs(memory_bytes=1000.0, optimizer_bytes=10 ** 6)
     ok, worst, _ = estimate.fit(x)
     assert not ok and worst.biggest()[0] == "optimizer state"
+
+
+def test_the_reference_left_in_the_checkpoint_costs_nothing_on_a_cpu_but_device_memory_on_a_gpu():
+    """harness.reference reads the initial weights back from the checkpoint only into CPU memory: on a
+    GPU it keeps them on the device (bf16 where exact: Qwen3 is published in bf16), and the plan says so."""
+    from hydra import compose, initialize_config_dir
+
+    from harness.config import register
+    from harness.plan.trial import plan_trial
+
+    register()
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base=None):
+        cfg = compose(config_name="config", overrides=["model=qwen3-1.7b", "trainer.initial_weights=checkpoint"])
+    gpu = plan_trial(cfg, 1, Device("h100-80gb", 80 * GIB, 989e12, "cuda"))
+    cpu = plan_trial(cfg, 1, Device("cpu", 24 * GIB, None, "cpu"))
+    params = gpu.inputs.params
+    assert gpu.phases[0].terms["reference weights"] == 2 * params  # bf16 numbers, compute in bf16
+    assert cpu.phases[0].terms["reference weights"] == 0

@@ -159,7 +159,7 @@ def test_old_results_without_validation_fall_back_to_test_and_say_so(tmp_path: P
     (row,) = collect(tmp_path)
     assert row["eval/val_curve"] == [{"step": 0, "accuracy": 0.2}]
     (g,) = aggregate([row])
-    assert chosen_lr([g])[("smollm2-135m", "arithmetic", "", "sgd", 0.0)]["selected_on"] == "test"
+    assert chosen_lr([g])[("smollm2-135m", "arithmetic", "", "sgd", 0.0, "grpo")]["selected_on"] == "test"
     assert "| 0.05 (test) |" in chosen_table([g], ReportOptions())
 
 
@@ -218,8 +218,8 @@ def test_lr_ties_on_validation_prefer_higher_best_validation_accuracy() -> None:
         {**_flat(result("sgd", 0.1, 0, 0.5, momentum=0.9)), "status": "ok"},
     ]
     winners = chosen_lr(aggregate(rows))
-    assert winners[("smollm2-135m", "arithmetic", "", "sgd", 0.0)]["lr"] == 0.1
-    assert ("smollm2-135m", "arithmetic", "", "sgd", 0.9) in winners  # momentum is its own variant
+    assert winners[("smollm2-135m", "arithmetic", "", "sgd", 0.0, "grpo")]["lr"] == 0.1
+    assert ("smollm2-135m", "arithmetic", "", "sgd", 0.9, "grpo") in winners  # momentum is its own variant
 
 
 def _validation_vs_test_sweep(root: Path) -> None:

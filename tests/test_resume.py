@@ -8,7 +8,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import ROOT, run_harness
+
+pytestmark = pytest.mark.slow  # long trials, interrupted and resumed
 
 STEPS = 30  # ~0.1 s a step: the signal, sent after step 2 (polled every 0.2 s), lands well before the end
 ARGS = ["model=tiny", "logger=none", "threads=1", f"trainer.steps={STEPS}", "trainer.eval_every=10", "task.num_eval=8", "task.num_val=8"]

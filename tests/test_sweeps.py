@@ -67,6 +67,7 @@ def _trial_dirs(sweep: Path):
     return sorted(p.parent for p in sweep.rglob("result.json"))
 
 
+@pytest.mark.slow  # real sweeps of several trials
 def test_real_two_trial_sweep_report_and_rerun(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "model=tiny", "optimizer=sgd,adamw", "trainer.steps=2", "task.num_eval=8", "task.num_val=8",
@@ -111,6 +112,7 @@ def test_real_two_trial_sweep_report_and_rerun(cache_dir, tmp_path):
     assert (trials[1] / "result.json").stat().st_mtime_ns == mtimes[trials[1]]
 
 
+@pytest.mark.slow  # real sweeps of several trials
 def test_failed_trial_does_not_stop_the_sweep(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
     p = run_harness("-m", "model=tiny", "logger=none", "optimizer.lr=0.05,1e30", "trainer.steps=6",

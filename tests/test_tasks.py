@@ -17,6 +17,7 @@ from harness.errors import ConfigError
 from harness.tasks import TASKS, arithmetic, build_task
 from harness.tasks.math import TaskDataError, last_boxed, load_problems, verify_boxed
 from harness.tasks.verify import SafeVerifier
+from tests.conftest import run_harness
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 register()  # the schemas, the task ones included (harness.tasks.schema.register_schemas)
@@ -99,8 +100,50 @@ def test_math_splits_held_out_of_one_file(tmp_path):
     assert (len(task.train), len(task.val), len(task.eval)) == (35, 5, 10)
     assert len(_questions(task.train) | _questions(task.val) | _questions(task.eval)) == 50
     assert build_task(cfg, seed=1).eval == task.eval  # data order is task.shuffle_seed's, not the trial's
-    with pytest.raises(TaskDataError, match="not enough to hold out"):
+    with pytest.raises(TaskDataError, match=r"too few distinct questions for the splits asked: 50 distinct in 50 rows, "
+                                            r"the splits need 51 \(task.num_eval=40 test \+ task.num_val=10 validation"):
         build_task(_task("task=math", f"task.path={path}", "task.num_eval=40", "task.num_val=10"), seed=0)
+
+
+def test_math_file_of_one_question_names_the_file_and_the_counts(tmp_path):
+    same = _rows(tmp_path / "same.jsonl", ["What is 1+1?"] * 50)
+    with pytest.raises(TaskDataError) as e:
+        build_task(_task("task=math", f"task.path={same}", "task.num_eval=5", "task.num_val=5"), seed=0)
+    assert str(e.value).startswith(f"{same}: too few distinct questions for the splits asked: 1 distinct in 50 rows, "
+                                   "the splits need 11 (task.num_eval=5 test + task.num_val=5 validation + 1 to train on")
+    # 12 distinct questions, each twice: enough for 5 + 5 + 1, and the splits stay disjoint
+    twice = _rows(tmp_path / "twice.jsonl", [f"q{i % 12}" for i in range(24)])
+    task = build_task(_task("task=math", f"task.path={twice}", "task.num_eval=5", "task.num_val=5"), seed=0)
+    assert task.train and not _questions(task.train) & (_questions(task.val) | _questions(task.eval))
+    assert not _questions(task.val) & _questions(task.eval)
+
+
+def test_math_files_that_overlap_too_much_name_the_file(tmp_path):
+    test = _rows(tmp_path / "test.jsonl", ["a", "b", "c"])
+    train = _rows(tmp_path / "train.jsonl", ["a", "b", "c", "d"])  # only d is not a test question
+    with pytest.raises(TaskDataError, match=rf"^{train}: too few distinct questions for the splits asked: 1 of its 4 "
+                                            r"distinct questions are not test questions \(of .*test.jsonl\), the splits need 3"):
+        build_task(_task("task=math", f"task.path={train}", f"task.eval_path={test}", "task.num_eval=3",
+                         "task.num_val=2"), seed=0)
+    val = _rows(tmp_path / "val.jsonl", ["b", "a"])  # every validation question is a test question
+    with pytest.raises(TaskDataError, match=rf"^{val}: too few distinct questions for the splits asked: all 2 distinct "
+                                            "questions are test questions"):
+        build_task(_task("task=math", f"task.path={train}", f"task.eval_path={test}", f"task.val_path={val}",
+                         "task.num_eval=3", "task.num_val=2"), seed=0)
+    small = _rows(tmp_path / "small.jsonl", ["a", "b"])  # the train file holds only test questions
+    with pytest.raises(TaskDataError, match=rf"^{small}: too few distinct questions for the splits asked: all 2 distinct "
+                                            "questions are validation or test questions, none left to train on"):
+        build_task(_task("task=math", f"task.path={small}", f"task.eval_path={test}", f"task.val_path={train}",
+                         "task.num_eval=3", "task.num_val=1"), seed=0)
+
+
+def test_math_file_of_one_question_is_one_line_from_the_cli(tmp_path):
+    same = _rows(tmp_path / "same.jsonl", ["What is 1+1?"] * 50)
+    p = run_harness("model=tiny", "logger=none", "task=math", f"task.path={same}", "task.num_eval=5", "task.num_val=5",
+                    f"hydra.run.dir={tmp_path}/run")
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().startswith(f"error: {same}: too few distinct questions for the splits asked: 1 distinct"), p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
 
 
 def test_math_splits_from_files_stay_disjoint(tmp_path):

@@ -114,7 +114,8 @@ def test_nan_steps_are_skipped_and_counted(cache_dir, tmp_path):
     from harness.models import load_model, load_tokenizer, resolve_model_dir
     from harness.rollout.hf import HFRollout
     from harness.tasks import build_task
-    from harness.trainer import GRPOTrainer, TrialFailed
+    from harness.objectives import build_objective
+    from harness.trainer import Trainer, TrialFailed
 
     from harness.measure.diagnostics import Diagnostics
     from harness.tasks.verify import SafeVerifier
@@ -124,10 +125,10 @@ def test_nan_steps_are_skipped_and_counted(cache_dir, tmp_path):
     tok, model = load_tokenizer(d, cfg.model), load_model(cfg.model, d, "cpu")
     rollout = HFRollout(model, tok.eos_token_id, tok.pad_token_id, torch.float32)
     task = build_task(cfg.task, 0)
-    trainer = GRPOTrainer(cfg.trainer, model=model, tokenizer=tok, task=task, rollout=rollout,
-                          optimizer=torch.optim.SGD(model.parameters(), lr=0.05), verifier=SafeVerifier(task.verifier, 2.0),
-                          compute_dtype=torch.float32, device=torch.device("cpu"),
-                          diagnostics=Diagnostics(list(cfg.trainer.diagnostics), 1 << 20, 1 << 16), log=lambda m, s: None, seed=0)
+    trainer = Trainer(cfg.trainer, objective=build_objective(cfg.trainer), model=model, tokenizer=tok, task=task,
+                      rollout=rollout, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                      verifier=SafeVerifier(task.verifier, 2.0), compute_dtype=torch.float32, device=torch.device("cpu"),
+                      diagnostics=Diagnostics(list(cfg.trainer.diagnostics), 1 << 20, 1 << 16), log=lambda m, s: None, seed=0)
     model.model.norm.weight.register_hook(lambda g: g * float("nan"))  # as an overflow in backward would
     with pytest.raises(TrialFailed, match="every step was skipped"):
         trainer.train()

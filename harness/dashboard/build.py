@@ -6,7 +6,7 @@ runsets, whose serialisation looks the project up (so the offline spec is built 
 Runs are picked by top-level run fields, which W&B filters reliably: the group (the sweep's
 name) and, for the best-lr sections, the run names (`sgd-lr0.05-s0`: result.json's trial.name) of
 the trials at each optimizer's best lr. Lines and bars group runs by optimizer (the run's job
-type) and momentum (config), so seeds become a mean with a std band.
+type), objective and momentum (config), so seeds become a mean with a std band.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ _PANELS = {
 
 
 def table_columns() -> list[str]:
-    """The runs table: name, optimizer (job type), momentum, lr, seed, then the public result keys."""
-    config = [f"config:{k.split('.', 1)[0]}.value.{k.split('.', 1)[1]}" for k in (L.MOMENTUM, L.LR)]
+    """The runs table: name, optimizer (job type), objective, momentum, lr, seed, then the public result keys."""
+    config = [f"config:{k.split('.', 1)[0]}.value.{k.split('.', 1)[1]}" for k in (L.OBJECTIVE, L.MOMENTUM, L.LR)]
     return ["run:displayName", "run:jobType", *config, "config:seed.value", *(f"summary:{k}" for k in L.TABLE)]
 
 

@@ -1,8 +1,11 @@
 """The dashboard's layout as plain data: sections of panels, each naming metrics from harness.metrics.
 
 Two kinds of section, by which runs they show:
-- "best": each optimizer (variant: optimizer + momentum) at its best lr, seeds grouped (mean ± std);
-- "all": every trial of the sweep (the lr sensitivity scatter, the runs table).
+- "best": each optimizer (variant: objective + optimizer + momentum) at its best lr, seeds grouped
+  (mean ± std); "RL against SFT" is the paper's 2x2 (objective x optimizer) with its diagnostics;
+- "all": every trial of the sweep (validation curves, the lr sensitivity scatter, the runs table);
+  a pruned trial (harness.prune) finished cleanly: its curve ends where it stopped, and the runs
+  table's status, prune/step and prune/reason say so.
 Panels name per-step keys (line plots: metrics.jsonl / W&B history) or result keys (bars and
 scatters: result.json / W&B summary) only through harness.metrics.curve/summary, which raise on a
 name that is not public, so importing this module already checks every name.
@@ -18,9 +21,9 @@ from harness import metrics as M
 # "adamw", harness.loggers) and config keys (the resolved Hydra config W&B stores as run.config).
 JOB_TYPE = "JobType"
 RUN_ATTRIBUTES = (JOB_TYPE,)
-LR, MOMENTUM = "optimizer.lr", "optimizer.momentum"
-VARIANT_GROUPBY = (JOB_TYPE, MOMENTUM)  # "sgd", "sgd" with momentum 0.9, "adamw": one line per variant
-ALL_GROUPBY = (JOB_TYPE, MOMENTUM, LR)  # the runs table of every trial: one row per (variant, lr), seeds grouped
+LR, MOMENTUM, OBJECTIVE = "optimizer.lr", "optimizer.momentum", "trainer.objective"
+VARIANT_GROUPBY = (JOB_TYPE, OBJECTIVE, MOMENTUM)  # "sgd", "sgd" with momentum 0.9, "adamw", per objective (grpo, sft)
+ALL_GROUPBY = (JOB_TYPE, OBJECTIVE, MOMENTUM, LR)  # the runs table of every trial: one row per (variant, lr), seeds grouped
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,17 @@ SECTIONS = (
         bar("mean time per step by phase (s)", "perf/rollout_s_mean", "perf/reward_s_mean", "perf/update_s_mean",
             "perf/sync_s_mean", "perf/step_s_mean"),
     )),
+    Section("RL against SFT: objective x optimizer, each at its best lr", "best", (
+        bar("test accuracy: initial, final (by objective and optimizer)", *M.TEST_ACCURACY),
+        bar("changed fraction, bf16 (by objective and optimizer)", "sparsity/changed_fraction_bf16"),
+        bar("momentum-gradient cosine, mean over steps (paper: 0.997 SFT, -0.007 RL)", "optim/momentum_grad_cosine_mean"),
+        bar("second-moment std, mean over steps (paper: 5.11e-6 SFT, 2.29e-7 RL)", "optim/second_moment_std_mean"),
+        line("momentum-gradient cosine per step", "optim/momentum_grad_cosine"),
+        line("second-moment std per step (Adam's v)", "optim/second_moment_std"),
+    )),
     Section("Best runs side by side", "best", (Panel("compare", "config and summary of the best runs"),)),
     Section("Learning-rate sensitivity, every trial", "all", (
+        line("validation accuracy, every trial (a pruned trial's line ends where it stopped)", "eval/val_accuracy"),
         vs_lr("final validation accuracy vs lr", "eval/val_accuracy_final"),
         vs_lr("final test accuracy vs lr", "eval/accuracy_final"),
         vs_lr("changed fraction (bf16) vs lr", "sparsity/changed_fraction_bf16"),

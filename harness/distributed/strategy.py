@@ -2,7 +2,7 @@
 
     torchrun --nproc-per-node 2 -m harness model=tiny distributed=fsdp2 trainer.steps=3
 
-What the strategy gives the trial (harness.parallel.Parallel):
+What the strategy gives the trial (harness.distributed.base.Parallel):
 - `dist`: the process group (harness.distributed.env.DistEnv); the trainer reduces through it;
 - `wrap`: FSDP2 on each decoder layer and the root (harness.distributed.fsdp); the KL reference
   is a second copy of the initial model, sharded the same way and never trained: each rank keeps
@@ -20,20 +20,20 @@ import contextlib
 import copy
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
 from harness.distributed import failure
 from harness.errors import check
-from harness.parallel import STRATEGIES, Parallel
+from harness.distributed.base import STRATEGIES, Parallel
 from harness.results import atomic_write_json
 
 
 def _check(cfg: Any) -> None:
     from harness.distributed.env import read_launch, validate
 
-    validate(cfg.distributed)  # includes the torch version check for fsdp2
+    validate(cfg.distributed)  # reduce dtype, timeout, flags, the torch version
     world = read_launch(os.environ).world_size
     check(cfg.rollout.get("generation_dtype") is None, "rollout.generation_dtype", cfg.rollout.get("generation_dtype"),
           "must be null with distributed=fsdp2 (a generation copy would hold the whole model on every rank)")
@@ -50,6 +50,7 @@ class FSDPParallel(Parallel):
         self.reference: torch.nn.Module | None = None
         super().__init__(env, env.device, self._wrap, self._checkpoint)
         failure.install_sigterm_handler()
+        self.peers = env.all_gather_object(failure.this_process())  # (host, pid) per rank: who is gone, later
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         from harness.distributed.fsdp import apply_fsdp2
@@ -83,9 +84,9 @@ class FSDPParallel(Parallel):
         return {"mem/peak_bytes_by_rank": [max(p.values()) if p else None for p in peaks],
                 "mem/peak_bytes_update_by_rank": [p.get("update") for p in peaks]}
 
-    def failure_reason(self, error: BaseException, folder: Path) -> str:
+    def failure_reason(self, error: BaseException, folder: Path, step: Optional[int] = None) -> str:
         failure.record_failure(folder, self.dist.rank, error)
-        return failure.failure_reason(error, folder, self.dist.rank)
+        return failure.failure_reason(error, folder, self.dist.rank, peers=self.peers, step=step)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

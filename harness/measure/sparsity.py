@@ -310,3 +310,20 @@ def update_sparsity(
         out["sparsity/update_rank_median"] = statistics.median(rs) if rs else None
         out["sparsity/update_rank_fraction_mean"] = statistics.fmean(fs) if fs else None
     return out
+
+
+def bf16_grid_counts(params: Mapping[str, Tensor] | list[Tensor], block: int = 1 << 20) -> tuple[int, int]:
+    """(entries that are bf16 numbers, all entries) over the tensors: a value is on the bf16 grid when
+    casting it to bf16 and back gives it again. Published checkpoints (bf16) are all on it; the default
+    model's dequantised GGUF values mostly are not, and a value off the grid, halfway between two bf16
+    numbers, flips its bf16 value at any move (see docs: why bf16 looks sparse). Flat blocks of `block`."""
+    on = total = 0
+    tensors = params.values() if isinstance(params, Mapping) else params
+    with torch.no_grad():
+        for t in tensors:
+            flat = t.detach().reshape(-1)
+            for s in range(0, flat.numel(), block):
+                part = flat[s:s + block]
+                on += int((part.to(torch.bfloat16).to(part.dtype) == part).sum())
+            total += flat.numel()
+    return on, total

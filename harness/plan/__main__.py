@@ -50,12 +50,7 @@ def report(tp: Any, label: str = "") -> list[str]:
     lines.append(f"  activations per micro-batch of {max(x.micro_batch, x.group_size)} sequences "
                  f"({x.prompt_tokens} prompt + {x.new_tokens} new tokens): {_gib(a_on)} with checkpointing, "
                  f"{_gib(a_off)} without (model.gradient_checkpointing={str(x.checkpointing).lower()})")
-    if x.rollout == "vllm" and dev.kind == "cuda":
-        kv, tokens = estimate.vllm_kv(x)
-        lines.append(f"  vLLM per GPU: share {_gib(x.vllm_share_bytes)} = weights {_gib(x.params * x.compute_bytes / x.vllm_tp)} "
-                     f"(TP {x.vllm_tp}) + overhead {_gib(x.vllm_overhead_bytes)} + KV cache {_gib(max(kv, 0))} = {tokens} tokens "
-                     f"at {estimate.kv_bytes_per_token(x) / x.vllm_tp / 1024:.0f} KiB/token (max_model_len {x.max_model_len}); "
-                     f"sleep mode {'on: freed during the update' if x.vllm_sleep else 'off: held during the update'}")
+    lines += x.rollout.notes(x)  # the rollout backend's own lines (vLLM on GPU: its share and KV cache)
     head = x.memory_bytes - tp.worst.total
     lines.append(f"  peak {_gib(tp.worst.total)} = {tp.worst.total / 1e9:.3f} GB ({tp.worst.name}) of {_gib(x.memory_bytes)}: "
                  f"headroom {_gib(head)} -> {'fits' if tp.fits else 'DOES NOT FIT'}")

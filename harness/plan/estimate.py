@@ -1,7 +1,8 @@
 """The planner's arithmetic: pure functions from shapes and settings to bytes, FLOPs and seconds.
 
 Memory is per device (GPU, or the CPU process), in three phases whose peaks are checked:
-- rollout: the persistent tensors (weights, optimizer state, reference) + the generation engine;
+- rollout: the persistent tensors (weights, optimizer state, reference) + the generation engine
+  (the rollout backend's own terms: its plan, harness.rollout.plan, in `x.rollout`);
 - update, forward/backward of one micro-batch: + gradients + activations + logits (+ FSDP2's
   gathered parameters and unsharded gradients, or autocast's bf16 weight copies without FSDP2);
 - update, optimizer step: + gradients + the step's temporaries.
@@ -20,14 +21,15 @@ the backward: 8 B (autocast) or 4 B (bf16) per completion token per vocabulary e
 Attention scores are not counted (flash / memory-efficient SDPA kernels on GPU).
 
 FLOPs: 6 x params x tokens for forward + backward (x 4/3 with checkpointing: the forward runs
-twice), 2 x params x tokens for the reference forward and for each generated or prefilled token;
+twice), 2 x params x tokens for the reference forward; the rollout's from its backend's plan (2 x
+params for each generated or prefilled token);
 attention's own FLOPs are left out (small at these lengths next to the weights).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 GIB = 1024 ** 3
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -69,13 +71,8 @@ class Inputs:
     micro_batch: int  # sequences per forward/backward
     kl: bool
     diag_chunk: int  # entries of old weights a diagnostic keeps during the step (0: none)
-    # rollout
-    rollout: str  # hf | vllm
-    vllm_share_bytes: float = 0.0  # per GPU: gpu_memory_utilization x memory (CPU: the KV space)
-    vllm_tp: int = 1
-    vllm_sleep: bool = False
-    vllm_overhead_bytes: float = 0.0
-    max_model_len: int = 0
+    # rollout: the backend's plan (harness.rollout.plan.RolloutPlan, its registry entry's `plan`)
+    rollout: Any
     # device
     memory_bytes: float = 0.0
     reserve_bytes: float = 0.0  # GPU context etc., or the CPU runtime's baseline RSS
@@ -155,34 +152,13 @@ def step_temporaries(x: Inputs) -> float:
 
 
 def engine(x: Inputs) -> dict[str, float]:
-    """The generation engine's memory per device during the rollout."""
-    if x.rollout == "vllm":
-        if x.device_kind == "cuda":
-            return {"vLLM (weights + KV cache, gpu_memory_utilization)": x.vllm_share_bytes}
-        return {"vLLM weights": x.params * x.compute_bytes, "vLLM KV cache (kv_cache_space_gb)": x.vllm_share_bytes}
-    per_rank = max(1, x.prompts_per_step // x.world) * x.group_size
-    kv = per_rank * (x.prompt_tokens + x.new_tokens) * 2 * x.kv_dim * x.layers * x.compute_bytes
-    return {"generate KV cache": kv, "generate logits": per_rank * x.vocab * 4}
-
-
-def vllm_kv(x: Inputs) -> tuple[float, int]:
-    """(KV cache bytes per GPU, tokens it holds) inside vLLM's share (GPU)."""
-    weights = x.params * x.compute_bytes / x.vllm_tp
-    kv = x.vllm_share_bytes - weights - x.vllm_overhead_bytes
-    per_token = kv_bytes_per_token(x) / x.vllm_tp
-    return kv, int(max(0.0, kv) // per_token)
-
-
-def kv_bytes_per_token(x: Inputs) -> float:
-    """2 (K and V) x layers x kv_heads x head_dim x dtype bytes."""
-    return 2 * x.layers * x.kv_dim * x.compute_bytes
+    """The generation engine's memory per device during the rollout (the backend's plan says)."""
+    return x.rollout.engine(x)
 
 
 def phases(x: Inputs) -> list[Phase]:
     base = {**persistent(x), ("runtime baseline" if x.device_kind == "cpu" else "reserve (CUDA context, NCCL, fragmentation)"): x.reserve_bytes}
-    held = {}
-    if x.rollout == "vllm" and not x.vllm_sleep:
-        held = engine(x)
+    held = x.rollout.held_in_update(x)  # e.g. a vLLM engine that does not sleep
     rollout = Phase("rollout", {**base, **engine(x)})
     fb = Phase("update: forward/backward", {**base, **held, "gradients": gradients(x),
                                             "activations" + (" (checkpointed)" if x.checkpointing else ""): activations(x),
@@ -214,7 +190,7 @@ def step_flops(x: Inputs) -> Flops:
     train = P * G * (x.prompt_tokens + x.new_tokens) if x.checkpointing else prompts + generated
     update = 6 * x.params * train * (4 / 3 if x.checkpointing else 1)
     reference = 2 * x.params * train if x.kl else 0.0
-    return Flops(train, generated, prompts, update, reference, 2 * x.params * (generated + prompts))
+    return Flops(train, generated, prompts, update, reference, x.rollout.flops(x))
 
 
 def step_seconds(x: Inputs, flops: Flops) -> Optional[float]:
@@ -226,10 +202,9 @@ def step_seconds(x: Inputs, flops: Flops) -> Optional[float]:
 
 
 def fit(x: Inputs) -> tuple[bool, Phase, list[Phase]]:
-    """(fits, the phase with the highest peak, all phases)."""
+    """(fits, the phase with the highest peak, all phases); the rollout backend's plan can refuse a
+    trial whose peaks fit (vLLM: a KV cache too small for rollout.max_model_len)."""
     ps = phases(x)
     worst = max(ps, key=lambda p: p.total)
-    ok = worst.total <= x.memory_bytes
-    if x.rollout == "vllm" and x.device_kind == "cuda":
-        ok = ok and vllm_kv(x)[1] >= x.max_model_len
+    ok = worst.total <= x.memory_bytes and x.rollout.problem(x) is None
     return ok, worst, ps

@@ -2,7 +2,7 @@
 
 `load(overrides, multirun)` composes the master config with Hydra's own config loader (the same
 conf/ folder, search path and saved sweeps); for a multirun it expands the grid as the `grid`
-sweeper does (harness.sweepers.grid.expand: params x arms x command line) and composes each
+sweeper does (harness.sweep_grid.expand: params x arms x command line) and composes each
 trial with `load_sweep_config`, as the sweeper does before launching. An Optuna search counts
 `n_trials` trials, planned on the master config (the searched values don't change the memory).
 """
@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from harness.sweep_grid import as_override_value, expand
+
 
 @dataclass
 class Trials:
@@ -24,16 +26,12 @@ class Trials:
 
 
 def _line(k: str, v: Any) -> str:
-    from harness.sweepers.grid import _as_override_value
-
     v = OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
-    return f"{k}={_as_override_value(v)}"
+    return f"{k}={as_override_value(v)}"
 
 
 def expand_master(loader: Any, master: Any) -> Trials:
     """The trials of a composed multirun master config (a sweeper's view: hydra.overrides.task)."""
-    from harness.sweepers.grid import expand
-
     sweeper = master.hydra.sweeper
     arguments = list(OmegaConf.to_container(master.hydra.overrides.task))
     if str(sweeper.get("_target_", "")).endswith("OptunaSweeper"):

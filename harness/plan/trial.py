@@ -10,6 +10,7 @@ from harness.plan import estimate
 from harness.plan.archs import model_config
 from harness.plan.gpus import GIB, Device
 from harness.plan.shapes import Shapes, optimizer_state, shapes
+from harness.rollout import ROLLOUTS
 
 OLD_WEIGHT_DIAGNOSTICS = ("update_norm", "step_sparsity")  # they keep a chunk of the old weights
 
@@ -42,11 +43,8 @@ class TrialPlan:
             return None
         gib = lambda b: f"{b / GIB:.1f} GiB"  # noqa: E731
         where = f"{x.world} x {self.device.name}" if self.device.kind == "cuda" else "cpu"
-        if self.worst.total <= x.memory_bytes:  # vLLM's KV cache is too small
-            kv, tokens = estimate.vllm_kv(x)
-            return (f"does not fit on {where}: vLLM's KV cache holds {tokens} tokens ({gib(max(kv, 0))}), fewer than "
-                    f"rollout.max_model_len={x.max_model_len}; raise rollout.gpu_memory_utilization or "
-                    f"rollout.tensor_parallel_size")
+        if self.worst.total <= x.memory_bytes:  # the peaks fit: the rollout backend's plan refused it
+            return f"does not fit on {where}: {x.rollout.problem(x)}"
         name, size = self.worst.biggest()
         return (f"does not fit on {where}: {self.worst.name} needs {gib(self.worst.total)} per device of "
                 f"{gib(x.memory_bytes)}; biggest term: {name} {gib(size)}")
@@ -75,19 +73,19 @@ def plan_trial(cfg: Any, world: int, device: Device) -> TrialPlan:
     pb, cb = estimate.BYTES[m.param_dtype], estimate.BYTES[m.dtype]
     # harness.reference keeps a tensor in the compute dtype when it is exact there (bf16 checkpoints)
     narrow = cb < pb and estimate.BYTES.get(sh.weights_dtype, pb) <= cb
-    # trainer.initial_weights=checkpoint: read back from the model's safetensors, none kept (one process;
-    # FSDP2 keeps a sharded reference model)
-    on_file = t.initial_weights == "checkpoint" and not fsdp
+    # trainer.initial_weights=checkpoint: read back from the model's safetensors, none kept (one process
+    # on a CPU; the reads land in CPU memory, so on a GPU harness.reference keeps the tensors in device
+    # memory; FSDP2 keeps a sharded reference model)
+    on_file = t.initial_weights == "checkpoint" and not fsdp and device.kind == "cpu"
     prompt = int(p.prompt_tokens) if p.prompt_tokens is not None else int(t.max_prompt_tokens)
     check(prompt >= 1, "plan.prompt_tokens", p.prompt_tokens, "must be >= 1 (or null: trainer.max_prompt_tokens)")
-    r = cfg.rollout
-    vllm = r.backend == "vllm"
-    if vllm and device.kind == "cuda":
-        share = float(r.gpu_memory_utilization) * device.memory_bytes
-    elif vllm:
-        share = float(r.kv_cache_space_gb) * GIB
-    else:
-        share = 0.0
+    # the backend's own terms (harness.rollout.plan): its registry entry brings them
+    backend = str(cfg.rollout.backend)
+    make_plan = ROLLOUTS.entry(backend).extra.get("plan")
+    if make_plan is None:
+        raise ConfigError(f"rollout.backend={backend!r}: the planner has no plan for it (its registry entry needs "
+                          "plan=, see harness/rollout/plan.py)")
+    rollout = make_plan(cfg.rollout, p, device, int(conf.get("max_position_embeddings") or 1 << 30))
     x = estimate.Inputs(
         params=sh.params, layer_params=sh.layer_params, root_params=sh.root_params, matmul_params=sh.matmul_params,
         largest_tensor=sh.largest_tensor, vocab=sh.vocab, hidden=sh.hidden, intermediate=sh.intermediate,
@@ -98,11 +96,7 @@ def plan_trial(cfg: Any, world: int, device: Device) -> TrialPlan:
         prompt_tokens=prompt, new_tokens=int(t.max_new_tokens), micro_batch=int(t.micro_batch_size),
         kl=t.kl_coef > 0, diag_chunk=int(t.get("diagnostics_chunk_numel") or 0)
         if any(d in OLD_WEIGHT_DIAGNOSTICS for d in (t.get("diagnostics") or [])) else 0,
-        rollout=str(r.backend), vllm_share_bytes=share, vllm_tp=int(r.get("tensor_parallel_size") or 1),
-        vllm_sleep=bool(r.get("enable_sleep_mode")) and device.kind == "cuda",
-        vllm_overhead_bytes=float(p.vllm_overhead_gb) * GIB,
-        max_model_len=min(int(r.get("max_model_len") or 0), int(conf.get("max_position_embeddings") or 1 << 30)),
-        memory_bytes=device.memory_bytes,
+        rollout=rollout, memory_bytes=device.memory_bytes,
         reserve_bytes=float(p.cpu_baseline_gb if device.kind == "cpu" else p.reserve_gb) * GIB,
         peak_flops=device.peak_flops, mfu=float(p.mfu))
     if fsdp and x.prompts_per_step % world:

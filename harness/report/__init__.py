@@ -6,6 +6,8 @@
 Writes report.md, report.csv and the plots (harness.report.plots) into the sweep folder (or --out).
 Each method's lr is chosen on validation and its test accuracy reported with intervals and a
 verdict against the baseline (harness.report.compare; the protocol is written into report.md).
+A sweep with more than one objective (trainer=grpo/rloo/sft) also gets the RL-against-SFT section
+(harness.report.contrast), in report.md and in what is printed.
 The sweep code calls write_report(sweep_dir) at the end of a multirun.
 """
 
@@ -16,6 +18,8 @@ from typing import Any
 
 from .collect import collect
 from .compare import ReportOptions
+from .contrast import contrast_section
+from .pruned import pruned_section
 from .tables import aggregate, chosen_table, failed_table, main_table, protocol_text, to_csv
 
 __all__ = ["ReportOptions", "build_report", "collect", "write_report"]
@@ -35,19 +39,24 @@ def build_report(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "
     groups = aggregate(rows)
     atomic_write_text(out / "report.csv", to_csv(groups))
     plots = write_plots(groups, out, opts)
-    counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "failed", "missing")}
+    counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "failed", "pruned", "missing")}
+    pruned = pruned_section(rows, out)  # None unless a trial was stopped early (harness.prune)
+    pruned_note = f", {counts['pruned']} pruned (stopped early, below)" if pruned else ""
+    contrast = contrast_section(groups, opts, out)  # "" unless the sweep has several objectives
     parts = [
         f"# {title}",
-        f"{len(rows)} trials: {counts['ok']} ok, {counts['failed']} failed, {counts['missing']} missing.",
+        f"{len(rows)} trials: {counts['ok']} ok, {counts['failed']} failed, {counts['missing']} missing{pruned_note}.",
         "## Each method at its lr chosen on validation (test accuracy reported)",
         chosen_table(groups, opts) if groups else "No finished trials.",
         protocol_text(opts),
+        *([contrast] if contrast else []),
         "## All groups",
         "Mean ± std over seeds (n); accuracies are fractions (val = validation split, test = test split); "
         "GB = 1e9 bytes; the lr chosen on validation for each method is in bold.",
         main_table(groups) if groups else "No finished trials.",
         "## Failed and missing trials",
         failed_table(rows) or "None.",
+        *([pruned] if pruned else []),
         *(extra_sections or []),
         "## Plots",
         "\n\n".join(f"![{p.stem}]({p.name})" for p in plots) or "No data to plot.",
@@ -73,8 +82,12 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, echo:
 
 
 def print_summary(rows: list[dict[str, Any]], path: Path, options: ReportOptions | None = None) -> None:
+    opts = options or ReportOptions()
     groups = aggregate(rows)
-    print(chosen_table(groups, options or ReportOptions()) if groups else "No finished trials.")
+    print(chosen_table(groups, opts) if groups else "No finished trials.")
+    contrast = contrast_section(groups, opts)  # the RL-against-SFT tables, without the plot
+    if contrast:
+        print("\n" + contrast)
     failed = failed_table(rows)
     if failed:
         print("\nFailed and missing trials:\n" + failed)

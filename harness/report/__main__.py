@@ -2,7 +2,9 @@
 python -m harness.report --wandb ENTITY/PROJECT --group NAME [--out DIR]   (default --out ./report-NAME)
 
 Build the sweep report (report.md, report.csv, the plots) and print each method at its lr chosen
-on validation, with its test accuracy and the verdict against the baseline. Exit status 2, with one line on stderr, when
+on validation, with its test accuracy and the verdict against the baseline, and, when the sweep
+has more than one objective (trainer=grpo/rloo/sft), the RL-against-SFT tables
+(harness.report.contrast). Exit status 2, with one line on stderr, when
 SWEEP_DIR does not exist or holds no trials (or the W&B group has no runs).
 """
 

@@ -5,8 +5,11 @@ by the trial, with `metrics.jsonl` beside it). A folder with `.hydra/overrides.y
 `result.json` is a trial that never finished (or is still running): its row has status "missing".
 
 A row is result.json with the "trial" fields lifted to the top level (name, optimizer, lr,
-momentum, model, task, seed, overrides, slurm_job_id) plus "dir" (the folder relative to the sweep
-folder), "status" ("ok" | "failed" | "missing") and "error" (None or a one-line reason). If
+momentum, model, task, seed, overrides, slurm_job_id, objective) plus "dir" (the folder relative to the sweep
+folder), "status" ("ok" | "failed" | "pruned" | "missing") and "error" (None or a one-line reason).
+A pruned trial (stopped early at an evaluation, harness.prune) is neither ok nor failed: its row
+has prune/step, prune/value, prune/reason and its curves so far; a trial paused at a rung of the
+grid's stop rule is "missing" until the sweep resumes it. If
 result.json has no curves (`eval/val_curve`, `train/reward_curve`), they are rebuilt from
 metrics.jsonl; results written before the validation split existed have `eval/curve` (the test
 split), which stands in for `eval/val_curve`. The per-step sparsity curve `sparsity/step_curve`
@@ -28,7 +31,8 @@ VAL_ACCURACY_CURVE = curve("eval/val_accuracy")
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
 OVERRIDES = os.path.join(".hydra", "overrides.yaml")
-TRIAL_KEYS = ("name", "optimizer", "lr", "momentum", "model", "task", "seed", "overrides", "slurm_job_id")
+STATUSES = ("ok", "failed", "pruned")  # what a finished trial's result.json says
+TRIAL_KEYS = ("name", "optimizer", "lr", "momentum", "model", "task", "seed", "overrides", "slurm_job_id", "objective")
 
 
 def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -70,9 +74,11 @@ def row_from_result(result: dict[str, Any], default_name: str = "") -> dict[str,
     row = {k: v for k, v in result.items() if k not in ("trial", "provenance")}
     row.update(_trial_fields(trial, default_name))
     status = result.get("status")
-    row["status"] = status if status in ("ok", "failed") else "failed"
+    row["status"] = status if status in STATUSES else "missing" if status == "paused" else "failed"
     row["error"] = result.get("error")
-    if status not in ("ok", "failed"):
+    if status == "paused":
+        row["error"] = f"paused at step {result.get('prune/step')} until its rung is decided (the sweep resumes it)"
+    elif status not in STATUSES:
         row["error"] = f"{RESULT} has no valid status (got {status!r})"
     if row["status"] == "failed" and not row["error"]:
         row["error"] = "failed (no reason given)"

@@ -16,7 +16,10 @@ sparsity_scaling.png  % weights changed in bf16 vs the median per-coordinate |up
                       point per trial (open squares: bf16 master weights), per optimizer a line
                       fitted in log-log to its fp32-master trials and, when it rises, the x where
                       it reaches the paper's 0.02%
-A plot without data is not written.
+rl_vs_sft.png         (written by harness.report.contrast, only when the sweep has several objectives)
+                      the 2x2: test accuracy gain and % weights changed in bf16 per objective, one
+                      line per method at its chosen lr (contrast_figure)
+A plot without data is not written. Labels name the objective when the sweep has more than one.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .compare import ReportOptions, comparisons
+from .compare import ReportOptions, comparisons, kind, objective_order
 from .stats import t_interval
-from .tables import Row, chosen_lr, fmt_lr, variant_label
+from .tables import Row, chosen_lr, fmt_lr, objective_of, several_objectives, variant_label
 
 KINDS = ("embed", "attention", "mlp", "norm", "head", "other")
 
@@ -50,14 +53,16 @@ def write_plots(groups: list[Row], out_dir: Path, opts: ReportOptions | None = N
         "sparsity_steps.png": sparsity_steps_figure,
         "sparsity_scaling.png": sparsity_scaling_figure,
     }
-    written = []
-    for name, make in plots.items():
-        fig = make(groups)
-        if fig is not None:
-            FigureCanvasAgg(fig)
-            fig.savefig(out_dir / name, dpi=120)
-            written.append(out_dir / name)
-    return written
+    return [out_dir / name for name, make in plots.items() if write_figure(make(groups), out_dir / name)]
+
+
+def write_figure(fig: Figure | None, path: Path) -> bool:
+    """Save fig as a PNG at path (nothing when fig is None); whether it was written."""
+    if fig is None:
+        return False
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120)
+    return True
 
 
 def _band(ax: Axes, xs: np.ndarray, per_seed: np.ndarray, label: str, bounds: tuple[float, float] | None = None,
@@ -114,7 +119,8 @@ def lr_sensitivity_figure(groups: list[Row]) -> Figure | None:
     ax = fig.subplots()
     variants: dict[tuple, list[Row]] = {}
     for g in points:
-        variants.setdefault((g["model"], g["task"], g.get("setting"), g["optimizer"], g["momentum"]), []).append(g)
+        variants.setdefault((g["model"], g["task"], g.get("setting"), g["optimizer"], g["momentum"], objective_of(g)),
+                            []).append(g)
     for members in variants.values():
         members.sort(key=lambda g: g["lr"])
         lrs = [g["lr"] for g in members]
@@ -194,9 +200,9 @@ def _kind_pct(g: Row) -> dict[str, Any]:
     acc: dict[str, list[float]] = {}
     for m in g["members"]:
         by_kind = m.get("sparsity/by_kind")
-        for kind, stats in (by_kind.items() if isinstance(by_kind, dict) else []):
+        for module_kind, stats in (by_kind.items() if isinstance(by_kind, dict) else []):
             if isinstance(stats, dict) and _finite(stats.get("changed_fraction_bf16")):
-                acc.setdefault(str(kind), []).append(100.0 * stats["changed_fraction_bf16"])
+                acc.setdefault(str(module_kind), []).append(100.0 * stats["changed_fraction_bf16"])
     return {k: t_interval(v) for k, v in acc.items()}
 
 
@@ -301,9 +307,63 @@ def sparsity_scaling_figure(groups: list[Row]) -> Figure | None:
     return fig
 
 
+def contrast_figure(groups: list[Row]) -> Figure | None:
+    """The 2x2 (objective x optimizer). Left: test accuracy gained over the initial accuracy
+    (points); right: % weights changed in bf16 (log y when the values span more than 100x). x: the
+    objectives, RL first; one line per method (a colour per method, a line style per setting) at
+    its lr chosen on validation in each objective; mean and 95% t interval over seeds. None unless
+    there are several objectives."""
+    if not several_objectives(groups):
+        return None
+    best = list(chosen_lr(groups).values())
+    objectives = sorted({objective_of(g) for g in best}, key=objective_order)
+    lines: dict[tuple[str, str], dict[str, Row]] = {}  # (method, setting) -> objective -> its chosen group
+    for g in best:
+        lines.setdefault((variant_label({**g, "setting": ""}), g.get("setting") or ""), {})[objective_of(g)] = g
+    methods = sorted({m for m, _ in lines})
+    settings = sorted({s for _, s in lines})
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    gain_ax, changed_ax = fig.subplots(1, 2)
+    gain_ax.axhline(0, color="k", lw=0.8)
+    measures = ((gain_ax, (-100.0, 100.0), lambda m: 100.0 * (m["eval/accuracy_final"] - m["eval/accuracy_initial"])
+                 if _finite(m.get("eval/accuracy_final")) and _finite(m.get("eval/accuracy_initial")) else None),
+                (changed_ax, (0.0, 100.0), lambda m: 100.0 * m["sparsity/changed_fraction_bf16"]
+                 if _finite(m.get("sparsity/changed_fraction_bf16")) else None))
+    positive: list[float] = []
+    for i, ((method, setting), per_objective) in enumerate(sorted(lines.items())):
+        dx = (i - (len(lines) - 1) / 2) * 0.05  # dodge the lines apart
+        label = f"{method} ({setting})" if setting else method
+        style = dict(color=f"C{methods.index(method) % 10}", ls=("-", "--", ":", "-.")[settings.index(setting) % 4])
+        for ax, bounds, value in measures:
+            cis = [(j, t_interval([value(m) for m in per_objective[o]["members"]], bounds) if o in per_objective else None)
+                   for j, o in enumerate(objectives)]
+            cis = [(j, c) for j, c in cis if c is not None]
+            if not cis:
+                continue
+            est = np.array([c.estimate for _, c in cis])
+            err = np.array([[c.estimate - (c.lo if c.lo is not None else c.estimate),
+                             (c.hi if c.hi is not None else c.estimate) - c.estimate] for _, c in cis]).T  # [2, K]
+            ax.errorbar([j + dx for j, _ in cis], est, yerr=err.clip(min=0), marker="o", capsize=3, label=label, **style)
+            if ax is changed_ax:
+                positive += [float(x) for x in est if x > 0]
+    if positive and max(positive) / min(positive) > 100:
+        changed_ax.set_yscale("log")
+        changed_ax.set_ylim(min(positive) / 3, max(positive) * 3)
+    ticks = [f"{o} ({kind(o) or '?'})" for o in objectives]
+    for ax in (gain_ax, changed_ax):
+        ax.set_xticks(np.arange(len(objectives)), ticks)
+        ax.set_xlim(-0.5, len(objectives) - 0.5)
+    _style(gain_ax, "objective", "test accuracy gained (points)",
+           "test accuracy − initial (chosen lr; mean, 95% CI over seeds)")
+    _style(changed_ax, "objective", "% weights changed (bf16)", "weights changed vs initial, bf16 (chosen lr)")
+    return fig
+
+
 def _label(g: Row, groups: list[Row]) -> str:
-    """Variant label, prefixed with model/task when the sweep has more than one."""
+    """Variant label, prefixed with objective/model/task when the sweep has more than one."""
     label = variant_label(g)
+    if several_objectives(groups):
+        label = f"{objective_of(g)} {label}"
     if len({g2["task"] for g2 in groups}) > 1:
         label = f"{g['task']} {label}"
     if len({g2["model"] for g2 in groups}) > 1:

@@ -8,6 +8,10 @@
   Paired: the same drawn (seed, problem) cells are taken on both sides, so a problem both
   optimizers solve (or miss) adds no noise. `resample_seeds=False` keeps every seed and resamples
   problems only (stratified by seed: the trained models are taken as fixed).
+- `difference_of_gaps(a1, b1, a2, b2, ...)`: (mean of a2 - b2) - (mean of a1 - b1), two paired
+  gaps measured on separate trials (RL and SFT runs), with a percentile bootstrap interval: each
+  resample draws each side as paired_bootstrap does (seeds, then problems within each seed, the
+  same cells for a and b), the two sides independently of each other.
 - `ratio_bootstrap(a, b, ...)`: mean(a) / mean(b) over seeds, the seeds resampled with
   replacement, paired by seed when both sides have the same seeds.
 - `verdict(lo, hi, margin)` and `ratio_verdict(lo, hi, margin)`: the words for an interval.
@@ -73,17 +77,49 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = 10_000, se
     if n_resamples < 1 or not 0 < level < 1:
         raise ValueError(f"n_resamples={n_resamples} must be >= 1 and level={level} in (0, 1)")
     d = a - b  # [S, N]
+    means = _resampled_means(d, n_resamples, np.random.default_rng(seed), resample_seeds, chunk)  # [R]
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return Interval(float(d.mean()), float(lo), float(hi), int(d.size))
+
+
+def _resampled_means(d: np.ndarray, n_resamples: int, rng: np.random.Generator, resample_seeds: bool,
+                     chunk: int) -> np.ndarray:
+    """[R] means of d [S, N] over two-level resamples: seeds with replacement (unless not
+    resample_seeds), then each drawn seed's problems with replacement."""
     S, N = d.shape
-    rng = np.random.default_rng(seed)
     means = np.empty(n_resamples)  # [R]
     for start in range(0, n_resamples, chunk):
         r = min(chunk, n_resamples - start)
         rows = rng.integers(0, S, size=(r, S)) if resample_seeds else np.broadcast_to(np.arange(S), (r, S))  # [r, S]
         cols = rng.integers(0, N, size=(r, S, N))  # [r, S, N]
         means[start:start + r] = d[rows[:, :, None], cols].mean(axis=(1, 2))  # [r]
+    return means
+
+
+def difference_of_gaps(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray, n_resamples: int = 10_000,
+                       seed: int = 0, level: float = 0.95, resample_seeds: bool = True, chunk: int = 1000) -> Interval:
+    """gap2 - gap1 with gap_k = mean(a_k - b_k), and its percentile bootstrap interval.
+
+    a_k, b_k: [S_k, N_k] paired per-problem scores as in paired_bootstrap (e.g. SGD and AdamW in
+    RL for k = 1, in SFT for k = 2). The two gaps come from separate training runs, so each
+    resample draws side 1 and side 2 independently (each two-level and paired within itself, as
+    paired_bootstrap), and takes the difference of their means. Deterministic given `seed`.
+    n is the number of (seed, problem) cells on both sides.
+    """
+    ds = []
+    for a, b in ((a1, b1), (a2, b2)):
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        if a.shape != b.shape or a.ndim != 2 or a.size == 0:
+            raise ValueError(f"difference_of_gaps needs [seeds, problems] pairs of one shape, got {a.shape} and {b.shape}")
+        ds.append(a - b)  # [S_k, N_k]
+    if n_resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"n_resamples={n_resamples} must be >= 1 and level={level} in (0, 1)")
+    rng = np.random.default_rng(seed)
+    m1, m2 = (_resampled_means(d, n_resamples, rng, resample_seeds, chunk) for d in ds)  # [R] each
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return Interval(float(d.mean()), float(lo), float(hi), int(d.size))
+    lo, hi = np.quantile(m2 - m1, [alpha, 1 - alpha])
+    return Interval(float(ds[1].mean() - ds[0].mean()), float(lo), float(hi), int(ds[0].size + ds[1].size))
 
 
 def ratio_bootstrap(a: Sequence[float], b: Sequence[float], n_resamples: int = 10_000, seed: int = 0,

@@ -5,8 +5,9 @@
 study_section(sweep_dir) reads the study named in the sweep's multirun.yaml (hydra.sweeper.storage
 and study_name; by default sqlite <sweep dir>/study.db and the folder's name) and returns markdown:
 trial counts, the best trials per optimizer, and study_lr.png (the objective vs learning rate of
-every sampled trial, log x, one colour per optimizer, failed trials as x on the bottom edge, the
-best of each optimizer circled). None when the sweep folder has no study.
+every sampled trial, log x, one colour per optimizer, failed trials as x on the bottom edge, pruned
+ones as open triangles at the running value where they stopped, the best of each optimizer
+circled). None when the sweep folder has no study.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Optional
+
+from harness.prune.optuna_link import storage_for
 
 TOP = 3  # best trials listed per optimizer
 PLOT = "study_lr.png"
@@ -33,7 +36,7 @@ def study_section(sweep_dir: str | Path, out_dir: str | Path | None = None) -> O
     all_rows: list[dict] = []
     objective = "objective"
     for name in names:
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=storage_for(storage))
         objective = study.user_attrs.get("objective", objective)
         rows = study_rows(study, sweep)
         for r in rows:
@@ -49,7 +52,7 @@ def study_section(sweep_dir: str | Path, out_dir: str | Path | None = None) -> O
 
 
 def _locate(sweep: Path) -> Optional[tuple[str, list[str]]]:
-    """(storage URL, study names) for the sweep folder, from its multirun.yaml or study.db."""
+    """(storage URL or journal file, study names) for the sweep folder, from its multirun.yaml or study.db."""
     storage, name = None, None
     cfg_file = sweep / "multirun.yaml"
     if cfg_file.is_file():
@@ -69,7 +72,7 @@ def _locate(sweep: Path) -> Optional[tuple[str, list[str]]]:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        available = optuna.get_all_study_names(storage)
+        available = optuna.get_all_study_names(storage_for(storage))
     except Exception:  # noqa: BLE001 - optuna not installed, an unreachable database, a file that is not a study
         return None
     wanted = name or sweep.absolute().name
@@ -103,10 +106,12 @@ def _trial_info(folder: Path) -> dict:
 
 
 def _study_block(study: Any, rows: list[dict], objective: str, storage: str) -> str:
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "FAIL", "RUNNING")}
-    where = Path(storage[len("sqlite:///"):]).name if storage.startswith("sqlite:///") else "a database"
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "FAIL", "PRUNED", "RUNNING")}
+    where = (Path(storage[len("sqlite:///"):]).name if storage.startswith("sqlite:///")
+             else Path(storage).name if "://" not in storage else "a database")
+    pruned = f"{counts['PRUNED']} pruned, " if counts["PRUNED"] else ""
     head = (f"Study `{study.study_name}` ({where}): {len(rows)} trials, {counts['COMPLETE']} complete, "
-            f"{counts['FAIL']} failed, {counts['RUNNING']} running; objective {objective} "
+            f"{counts['FAIL']} failed, {pruned}{counts['RUNNING']} running; objective {objective} "
             f"({study.direction.name.lower()}). Best {TOP} trials per optimizer:")
     sign = -1 if study.direction.name == "MAXIMIZE" else 1
     other = sorted({k for r in rows for k in r["params"] if k.split(".")[-1] not in ("lr", "momentum", "optimizer")})
@@ -131,7 +136,7 @@ def _fmt(x: Any) -> str:
 
 
 def _write_plot(rows: list[dict], objective: str, out: Path) -> Optional[Path]:
-    pts = [r for r in rows if isinstance(r["lr"], (int, float)) and r["lr"] > 0 and r["state"] in ("COMPLETE", "FAIL")]
+    pts = [r for r in rows if isinstance(r["lr"], (int, float)) and r["lr"] > 0 and r["state"] in ("COMPLETE", "FAIL", "PRUNED")]
     if not pts:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -155,13 +160,17 @@ def _write_plot(rows: list[dict], objective: str, out: Path) -> Optional[Path]:
         if failed:
             ax.scatter([r["lr"] for r in failed], [floor] * len(failed), color=color, marker="x",
                        label=f"{opt} failed")
+        pruned = [r for r in pts if r["optimizer"] == opt and r["state"] == "PRUNED" and r["value"] is not None]
+        if pruned:  # at the running value where they stopped (harness.prune)
+            ax.scatter([r["lr"] for r in pruned], [r["value"] for r in pruned], facecolors="none", edgecolors=color,
+                       marker="v", label=f"{opt} pruned (value where it stopped)")
         if mine:
             best = max(mine, key=lambda r: r["value"] if r.get("maximize", True) else -r["value"])
             ax.scatter([best["lr"]], [best["value"]], s=220, facecolors="none", edgecolors=color, linewidths=1.5)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(objective)
-    ax.set_title("Optuna search: every sampled trial (x = failed)")
+    ax.set_title("Optuna search: every sampled trial (x = failed, v = pruned)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     FigureCanvasAgg(fig)

@@ -1,15 +1,17 @@
 """Aggregate report rows over seeds, pick each method's lr on validation, render markdown and CSV.
 
-Groups are the "ok" rows sharing (model, task, setting, optimizer, lr, momentum). The setting is
-the trial's other overrides that differ across the sweep (e.g. `trainer.prompts_per_step=32`,
-`model.param_dtype=bfloat16`; "" when there are none). A variant is a group without its lr, so SGD
-with and without momentum are two methods. Its chosen lr maximises the mean VALIDATION accuracy
-(harness.report.compare.chosen_lr); the reported accuracy is the TEST accuracy at that lr.
+Groups are the "ok" rows sharing (model, task, setting, objective, optimizer, lr, momentum). The
+objective is the trial's `trainer.objective` (grpo, rloo, sft; "grpo" for results from before it
+existed), never part of the setting. The setting is the trial's other overrides that differ across
+the sweep (e.g. `trainer.prompts_per_step=32`, `model.param_dtype=bfloat16`; "" when there are
+none). A variant is a group without its lr, so SGD with and without momentum are two methods. Its
+chosen lr maximises the mean VALIDATION accuracy (harness.report.compare.chosen_lr); the reported
+accuracy is the TEST accuracy at that lr.
 
 report.csv has one row per group, with these columns (means and stds over seeds; std uses
 ddof=1 when n > 1, else 0; ci_lo/ci_hi: 95% t interval over seeds clipped to [0, 1], empty with one seed;
 metrics to 12 significant digits; a metric no seed reported is empty):
-    model, task, setting, optimizer, lr, momentum  the group
+    model, task, setting, objective, optimizer, lr, momentum  the group
     n, seeds                              trials (seeds) in the group, ";"-separated seeds
     chosen_lr                             1 if lr is its variant's lr chosen on validation, else 0
     val_acc_final_mean, _std, _ci_lo, _ci_hi   eval/val_accuracy_final (validation, fraction)
@@ -40,11 +42,12 @@ import numpy as np
 
 from harness.metrics import summary
 
-from .compare import RATIO_KEYS, ReportOptions, chosen_lr, comparisons, variant  # noqa: F401 - re-exported
+from .compare import RATIO_KEYS, ReportOptions, chosen_lr, comparisons, objective_of, variant  # noqa: F401 - re-exported
 from .stats import t_interval
 
-GROUP_KEYS = ("model", "task", "setting", "optimizer", "lr", "momentum")
-CORE_OVERRIDES = ("optimizer", "optimizer.lr", "optimizer.momentum", "seed", "model", "task", "sweeps")
+GROUP_KEYS = ("model", "task", "setting", "objective", "optimizer", "lr", "momentum")
+CORE_OVERRIDES = ("optimizer", "optimizer.lr", "optimizer.momentum", "seed", "model", "task", "sweeps",
+                  "trainer", "trainer.objective")  # trainer=sft picks the objective: its own group key
 Row = dict[str, Any]
 
 
@@ -119,7 +122,8 @@ def settings(rows: Iterable[Row]) -> dict[int, str]:
     same in every ok row (absent counts as a value), sorted, ","-joined."""
     ok = [r for r in rows if r.get("status") == "ok"]
     parsed = {id(r): dict(_split(o) for o in r.get("overrides") or []) for r in ok}
-    keys = {k for d in parsed.values() for k in d if k.split(".")[0] not in ("sweeps",) and k not in CORE_OVERRIDES}
+    keys = {k for d in parsed.values() for k in d
+            if k.split(".")[0] not in ("sweeps",) and k not in CORE_OVERRIDES and k != "prune.sweep"}  # the sweeper's link
     varying = sorted(k for k in keys if len({d.get(k) for d in parsed.values()}) > 1)
     return {i: ",".join(f"{k}={d[k]}" for k in varying if k in d) for i, d in parsed.items()}
 
@@ -138,7 +142,7 @@ def aggregate(rows: Iterable[Row]) -> list[Row]:
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
         if r.get("status") == "ok":
-            r = {**r, "setting": setting.get(id(r), "")}
+            r = {**r, "setting": setting.get(id(r), ""), "objective": objective_of(r)}
             groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
     out = []
     for key, members in groups.items():
@@ -162,6 +166,11 @@ def aggregate(rows: Iterable[Row]) -> list[Row]:
     return out
 
 
+def several_objectives(groups: Iterable[Row]) -> bool:
+    """Whether the groups hold more than one training objective (an RL-vs-SFT sweep)."""
+    return len({objective_of(g) for g in groups}) > 1
+
+
 def variant_label(g: Row) -> str:
     """"sgd", "sgd+m0.9", "adamw", with the setting if any: "sgd (trainer.prompts_per_step=32)"."""
     m = g.get("momentum")
@@ -171,16 +180,17 @@ def variant_label(g: Row) -> str:
 
 def main_table(groups: list[Row]) -> str:
     """Markdown table: one line per group, mean ± std over seeds (just the mean when n = 1); the
-    lr chosen on validation in bold."""
+    lr chosen on validation in bold. The setting and objective columns show when they vary."""
     with_setting = any(g.get("setting") for g in groups)
-    header = ["model", "task", *(["setting"] if with_setting else []), "optimizer", "lr", "momentum", "n",
-              *(m.header for m in METRICS)]
+    with_objective = several_objectives(groups)
+    header = ["model", "task", *(["setting"] if with_setting else []), *(["objective"] if with_objective else []),
+              "optimizer", "lr", "momentum", "n", *(m.header for m in METRICS)]
     lines = [_md_row(header), _md_row(["---"] * len(header))]
     for g in groups:
         momentum = "–" if g["momentum"] is None else _plain(g["momentum"])
         lr = f"**{fmt_lr(g['lr'])}**" if g.get("chosen_lr") else fmt_lr(g["lr"])
         cells = [str(g["model"]), str(g["task"]), *([g.get("setting") or "–"] if with_setting else []),
-                 str(g["optimizer"]), lr, momentum, str(g["n"])]
+                 *([objective_of(g)] if with_objective else []), str(g["optimizer"]), lr, momentum, str(g["n"])]
         cells += [_mean_std_cell(g, m.column, m.fmt) for m in METRICS]
         lines.append(_md_row(cells))
     return "\n".join(lines)
@@ -188,14 +198,18 @@ def main_table(groups: list[Row]) -> str:
 
 def chosen_table(groups: list[Row], opts: ReportOptions) -> str:
     """Markdown table: each method at its lr chosen on validation, its test accuracy with a 95%
-    interval over seeds, and the difference and ratios to the baseline with verdicts."""
+    interval over seeds, and the difference and ratios to the baseline (in the same objective)
+    with verdicts. An objective column shows when the sweep has more than one."""
     base = opts.baseline
-    header = ["model", "task", "method", "lr (chosen on)", "n", "val acc", "test acc [95% CI]",
+    with_objective = several_objectives(groups)
+    header = ["model", "task", *(["objective"] if with_objective else []), "method", "lr (chosen on)", "n", "val acc",
+              "test acc [95% CI]",
               f"method − {base}: test acc [95% CI]", f"peak mem ÷ {base}", f"% changed bf16 ÷ {base}"]
     lines = [_md_row(header), _md_row(["---"] * len(header))]
     for c in comparisons(groups, opts):
         g = c["group"]
-        cells = [str(g["model"]), str(g["task"]), variant_label(g), f"{fmt_lr(g['lr'])} ({g['selected_on']})",
+        cells = [str(g["model"]), str(g["task"]), *([objective_of(g)] if with_objective else []), variant_label(g),
+                 f"{fmt_lr(g['lr'])} ({g['selected_on']})",
                  str(g["n"]), _interval_cell(c["val"], _fixed(3), with_ci=False), _interval_cell(c["test"], _fixed(3))]
         if "baseline" not in c:
             cells += ["(baseline)" if g["optimizer"] == base else "no baseline"] + ["–", "–"]
@@ -244,8 +258,8 @@ def _interval_cell(ci: Any, fmt: Callable[[float], str], with_ci: bool = True) -
 
 
 def failed_table(rows: Iterable[Row]) -> str:
-    """Markdown table of failed and missing trials with their reasons ("" if none)."""
-    bad = [r for r in rows if r.get("status") != "ok"]
+    """Markdown table of failed and missing trials with their reasons ("" if none); pruned trials are neither."""
+    bad = [r for r in rows if r.get("status") not in ("ok", "pruned")]
     if not bad:
         return ""
     lines = [_md_row(["trial", "dir", "status", "reason"]), _md_row(["---"] * 4)]

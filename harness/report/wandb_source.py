@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .collect import SPARSITY_STEP_KEYS, TRIAL_KEYS, curves_from_metrics, row_from_result, sparsity_curve_from_metrics
+from .collect import SPARSITY_STEP_KEYS, STATUSES, TRIAL_KEYS, curves_from_metrics, row_from_result, sparsity_curve_from_metrics
 
 NESTED_PREFIXES = ("trial/", "sparsity/by_kind/")  # in case a logger flattened these with "/"
 
@@ -26,14 +26,14 @@ def row_from_wandb(
     """One report row from a W&B run's summary, config, name and state ("finished", "failed",
     "crashed", "killed", "running"). history: optional per-step records (metrics.jsonl keys, or
     W&B's "_step"): the curves when the summary has none, and the per-step sparsity curve. Trial fields missing from the summary are
-    taken from the config (optimizer.name/lr/momentum, model.name, task.name, seed)."""
+    taken from the config (optimizer.name/lr/momentum, model.name, task.name, seed, trainer.objective)."""
     summary = _unflatten(dict(summary))
     status = summary.get("status")
-    if status not in ("ok", "failed"):
+    if status not in STATUSES:
         summary["status"] = "ok" if state == "finished" else "failed"
         summary["error"] = None if state == "finished" else f"W&B run {state} without a result"
     row = row_from_result(summary, default_name=name)
-    if status not in ("ok", "failed") and state == "running":
+    if status not in STATUSES and state == "running":
         row.update(status="missing", error="W&B run still running (no result yet)")
     for key, value in _trial_from_config(_unwrap(config)).items():
         if row.get(key) is None:
@@ -68,6 +68,7 @@ def _trial_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
     opt = cfg.get("optimizer") if isinstance(cfg.get("optimizer"), dict) else {}
     opt_name = opt.get("name") or str(opt.get("_target_", "")).rsplit(".", 1)[-1].lower() or None
     model, task = cfg.get("model"), cfg.get("task")
+    trainer = cfg.get("trainer") if isinstance(cfg.get("trainer"), dict) else {}
     return {
         "optimizer": opt_name,
         "lr": opt.get("lr"),
@@ -75,6 +76,7 @@ def _trial_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "model": model.get("name") if isinstance(model, dict) else model,
         "task": task.get("name") if isinstance(task, dict) else task,
         "seed": cfg.get("seed"),
+        "objective": trainer.get("objective"),
     }
 
 

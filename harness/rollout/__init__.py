@@ -4,6 +4,8 @@
     python -m harness rollout=vllm    a colocated vLLM engine, weights synced in place after each step
 
 `build_rollout(cfg.rollout, ...)` gives an object with the `harness.rollout.base.Rollout` interface.
+Each entry also brings its plan (`plan=`, harness.rollout.plan): the memory and FLOPs the planner
+(harness.plan) counts for it, so a new backend is planned without the planner knowing its name.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from harness.errors import ConfigError, check
 from harness.registry import Registry
+from harness.rollout.plan import HFPlan, VLLMPlan
 
 ROLLOUTS: Registry = Registry("rollout.backend")
 
@@ -27,7 +30,7 @@ def _check_hf(cfg: Any) -> None:
           cfg.generation_dtype, f"allowed values are null, {', '.join(GENERATION_DTYPES)}")
 
 
-@ROLLOUTS.register("hf", validate=_check_hf)
+@ROLLOUTS.register("hf", validate=_check_hf, plan=HFPlan.from_config)
 def _hf(cfg: Any, *, model: torch.nn.Module, tokenizer: Any, model_dir: str, compute_dtype: torch.dtype,
         seed: int, device: torch.device):
     from harness.rollout.hf import HFRollout
@@ -46,7 +49,7 @@ def _check_vllm(cfg: Any) -> None:
         raise ConfigError(str(e)) from None
 
 
-@ROLLOUTS.register("vllm", validate=_check_vllm)
+@ROLLOUTS.register("vllm", validate=_check_vllm, plan=VLLMPlan.from_config)
 def _vllm(cfg: Any, *, model: torch.nn.Module, tokenizer: Any, model_dir: str, compute_dtype: torch.dtype,
           seed: int, device: torch.device):
     from harness.rollout.vllm import VLLMRollout

@@ -28,7 +28,7 @@ tensor_parallel_size > 1 the workers are separate processes (spawned: the entry 
 `if __name__ == "__main__":` guard) and weights travel to them as CPU tensors in chunks. On CPU,
 keep malloc_retain=true (the default, harness.allocator): with glibc's malloc the trainer's update
 faulted in ~2.4 GB of fresh pages every step, and with the engine resident that cost up to 3x
-more (20% slower updates, measured on the VM in README's Benchmarks).
+more (20% slower updates, measured on the VM: docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -14,11 +14,20 @@ The search space uses Hydra's override grammar, in `hydra.sweeper.params` or on 
     x: range(0.1, 0.5, 0.1)                     -> FloatDistribution(0.1, 0.4, step=0.1)
     optimizer.momentum: choice(0.0, 0.9)        -> CategoricalDistribution([0.0, 0.9])  (also `0.0,0.9`)
 
-The study lives in `storage` (default: SQLite `<sweep dir>/study.db`) under `study_name` (default:
-the sweep folder's name), so the same command again continues it. `n_trials` is the total number
-of finished (complete or failed) trials the study should hold: 5 after 3 runs 2 more. A trial left
-running by an interrupted sweep is run again first, in its own folder with its own parameters (a
-trial that had finished by then is skipped and its result.json read). One sweep per study at a time.
+The study lives in `storage` (default: SQLite `<sweep dir>/study.db`; a database URL, or the path
+of a journal file: Optuna's JournalStorage, which Optuna recommends over SQLite on NFS) under
+`study_name` (default: the sweep folder's name), so the same command again continues it. `n_trials`
+is the total number of finished (complete, pruned or failed) trials the study should hold: 5 after
+3 runs 2 more. A trial left running by an interrupted sweep is run again first, in its own folder
+with its own parameters (a trial that had finished or was pruned by then is skipped and its
+result.json read). One sweep per study at a time.
+
+`pruner` (a `_target_` node: optuna.pruners.MedianPruner, SuccessiveHalvingPruner, HyperbandPruner
+with their own keys) stops trials at their validation evaluations (harness.prune): each trial, in
+this process or in its SLURM job, reports the objective's running value to the study through the
+storage and asks the pruner; a pruned trial stops there, writes result.json with status "pruned",
+and is PRUNED in the study, which keeps it when continued. The sweeper launches each trial with
+`prune.sweep` (the storage, the study, the sweep folder) for that. Needs trainer.eval_every > 0.
 
 Each Optuna trial runs in `<sweep dir>/trial_<number>` (numbers never repeat in a study, so a
 re-run never reuses a folder for other parameters), with the folder stored in the trial's user
@@ -52,6 +61,10 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from harness.prune import link_override
+from harness.prune.optuna_link import storage_for
+from harness.results import read_result
+
 log = logging.getLogger(__name__)
 
 TRIAL_DIR = "trial_{:04d}"
@@ -65,9 +78,10 @@ class OptunaSweeperConf:
     sampler: Dict[str, Any] = field(default_factory=lambda: {
         "_target_": "optuna.samplers.TPESampler", "_partial_": True, "seed": 0})
     direction: str = "maximize"  # maximize | minimize the config's `objective`
-    storage: Optional[str] = None  # a database URL; None = sqlite:///<sweep dir>/study.db
+    storage: Optional[str] = None  # a database URL or a journal file path; None = sqlite:///<sweep dir>/study.db
     study_name: Optional[str] = None  # None = the sweep folder's name
-    n_trials: int = 20  # total finished (complete + failed) trials the study should hold
+    pruner: Any = None  # a `_target_` node (optuna.pruners.MedianPruner, ...); None: no pruning
+    n_trials: int = 20  # total finished (complete + pruned + failed) trials the study should hold
     n_jobs: int = 1  # trials asked and launched together (parallel on SLURM)
     params: Optional[Dict[str, Any]] = None  # key: Hydra override value (a search dimension or fixed)
 
@@ -170,8 +184,9 @@ def objective_value(ret: Optional[JobReturn], result_file: Path, objective: str)
 class OptunaSweeper(Sweeper):
     def __init__(self, sampler: Any = None, direction: str = "maximize", storage: Optional[str] = None,
                  study_name: Optional[str] = None, n_trials: int = 20, n_jobs: int = 1,
-                 params: Optional[Dict[str, Any]] = None) -> None:
+                 params: Optional[Dict[str, Any]] = None, pruner: Any = None) -> None:
         self.sampler = sampler
+        self.pruner = pruner  # instantiated by Hydra; the trials rebuild it from its config node
         self.direction = direction
         self.storage = storage
         self.study_name = study_name
@@ -181,6 +196,7 @@ class OptunaSweeper(Sweeper):
         self.config: Optional[DictConfig] = None
         self.hydra_context: Any = None
         self.launcher: Any = None
+        self.link = ""  # the prune.sweep override every trial gets (set once the study is open)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -223,12 +239,17 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         storage = self.storage or f"sqlite:///{sweep_dir / 'study.db'}"
+        if "://" not in storage:  # a journal file: the trials (SLURM jobs too) open the same absolute path
+            storage = str(Path(storage).absolute())
         name = self.study_name or sweep_dir.name
         if not self.storage and not (sweep_dir / "study.db").exists():
             self._check_folders(set(), sweep_dir, f"study {name}")  # before creating the database
-        study = optuna.create_study(study_name=name, storage=storage, direction=self.direction, load_if_exists=True)
+        study = optuna.create_study(study_name=name, storage=storage_for(storage), direction=self.direction,
+                                    load_if_exists=True, pruner=self.pruner or optuna.pruners.NopPruner())
         self._check_study(study, objective, sweep_dir)
         study.set_user_attr("objective", objective)
+        study.set_user_attr("pruner", self._pruner_node())  # what the trials ask (harness.prune.optuna_link)
+        self.link = link_override(kind="optuna", storage=storage, study=name, dir=str(sweep_dir))
         study.sampler = self._make_sampler(len(study.trials))
 
         trials = study.get_trials(deepcopy=False)
@@ -254,7 +275,11 @@ class OptunaSweeper(Sweeper):
                 log.error(f"launcher failed ({type(e).__name__}: {e}); reading the trials' result.json")
                 returns = [None] * len(batch)
             for trial, ret in zip(batch, returns):
-                value, reason = objective_value(ret, sweep_dir / trial.user_attrs["dir"] / "result.json", objective)
+                result_file = sweep_dir / trial.user_attrs["dir"] / "result.json"
+                if (read_result(result_file) or {}).get("status") == "pruned":  # the trial told the study itself
+                    study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                    continue
+                value, reason = objective_value(ret, result_file, objective)
                 if value is None:
                     trial.set_user_attr("error", reason)
                     study.tell(trial, state=TrialState.FAIL)
@@ -270,7 +295,13 @@ class OptunaSweeper(Sweeper):
             overrides = fixed + [f"{k}={override_value(v)}" for k, v in trial.params.items()]
             trial.set_user_attr("overrides", overrides)
             trial.set_user_attr("dir", TRIAL_DIR.format(trial.number))
-        return list(overrides) + [f"hydra.sweep.subdir={trial.user_attrs['dir']}"]
+        return list(overrides) + [f"hydra.sweep.subdir={trial.user_attrs['dir']}", self.link]
+
+    def _pruner_node(self) -> Optional[Dict[str, Any]]:
+        """The pruner's config node as plain data (the trials instantiate it), or None."""
+        assert self.config is not None
+        node = self.config.hydra.sweeper.get("pruner")
+        return OmegaConf.to_container(node, resolve=True) if node is not None else None  # type: ignore[return-value]
 
     def _make_sampler(self, n_existing: int) -> optuna.samplers.BaseSampler:
         s = self.sampler
@@ -291,11 +322,16 @@ class OptunaSweeper(Sweeper):
         for point in checks:
             job = fixed + [f"{k}={override_value(v)}" for k, v in point.items()]
             try:
-                validate(self.hydra_context.config_loader.load_sweep_config(self.config, list(job)))
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+                validate(cfg)
             except ConfigError as e:
                 raise SweepError(f"{e} (trial {' '.join(job)})") from None
             except Exception as e:  # noqa: BLE001 - a key that doesn't exist, a bad group choice
                 raise SweepError(f"{str(e).splitlines()[0]} (trial {' '.join(job)})") from None
+            t = cfg.trainer
+            if self.pruner is not None and not 0 < t.eval_every < t.steps:
+                raise SweepError(f"hydra.sweeper.pruner acts at validation evaluations before the last step: needs "
+                                 f"0 < trainer.eval_every < trainer.steps (got {t.eval_every}, {t.steps})")
 
     def _check_study(self, study: optuna.Study, objective: str, sweep_dir: Path) -> None:
         where = f"study {study.study_name}"

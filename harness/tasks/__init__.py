@@ -24,6 +24,7 @@ TASKS: Registry = Registry("task.name")
 def _check_common(cfg: Any) -> None:
     check(cfg.verify_timeout_s > 0, "task.verify_timeout_s", cfg.verify_timeout_s, "must be > 0")
     check("{question}" in cfg.prompt_template, "task.prompt_template", cfg.prompt_template, "must contain {question}")
+    check("{answer}" in cfg.answer_template, "task.answer_template", cfg.answer_template, "must contain {answer}")
     check(cfg.num_eval >= 1, "task.num_eval", cfg.num_eval, "must be >= 1 (test problems)")
     check(cfg.num_val >= 1, "task.num_val", cfg.num_val, "must be >= 1 (validation problems)")
 
@@ -31,7 +32,8 @@ def _check_common(cfg: Any) -> None:
 def _make(cfg: Any, verifier: Verifier, splits: tuple[list[Problem], list[Problem], list[Problem]]) -> Task:
     train, val, test = splits
     return Task(name=cfg.name, train=train, val=val, eval=test, verifier=verifier,
-                prompt_template=cfg.prompt_template, system_prompt=cfg.system_prompt)
+                prompt_template=cfg.prompt_template, system_prompt=cfg.system_prompt,
+                answer_template=cfg.answer_template)
 
 
 def validate_arithmetic(cfg: Any) -> None:

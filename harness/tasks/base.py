@@ -28,9 +28,14 @@ class Task:
     verifier: Verifier
     prompt_template: str
     system_prompt: Optional[str] = None
+    answer_template: str = "{answer}"  # how a reference answer is written as a completion (trainer=sft)
 
     def messages(self, problem: Problem) -> list[dict[str, str]]:
         """Chat messages for one problem (the tokenizer's chat template turns them into tokens)."""
         msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         msgs.append({"role": "user", "content": self.prompt_template.replace("{question}", problem.question)})
         return msgs
+
+    def target(self, problem: Problem) -> str:
+        """The reference answer written as a completion the verifier accepts (SFT's target text)."""
+        return self.answer_template.replace("{answer}", problem.answer)

@@ -98,34 +98,51 @@ def splits(cfg) -> tuple[list[Problem], list[Problem], list[Problem]]:
     validation split `val_path`'s first num_val rows or else the next num_val rows of `path`, and
     train is what is left of `path` (first num_train rows, 0 = all). Disjoint by question text: a
     validation row that is also a test question, and a train row that is in either, are dropped
-    (so files that overlap, e.g. a train set that contains MATH500, stay clean)."""
+    (so files that overlap, e.g. a train set that contains MATH500, stay clean). A file with too few
+    distinct questions for the splits asked is a TaskDataError naming the file and the counts."""
     rows = load_problems(cfg.path, cfg.split, cfg.question_key, cfg.answer_key, cfg.filter_key, cfg.filter_value)
     random.Random(cfg.shuffle_seed).shuffle(rows)
-    need = (0 if cfg.eval_path else cfg.num_eval) + (0 if cfg.val_path else cfg.num_val)
-    if len(rows) <= need:
-        raise TaskDataError(f"{cfg.path}: {len(rows)} rows, not enough to hold out task.num_eval={cfg.num_eval} "
-                            f"and task.num_val={cfg.num_val} (held out of task.path when task.eval_path / "
-                            "task.val_path are null) and keep some for training")
+    held = [f"task.num_eval={cfg.num_eval} test"] if not cfg.eval_path else []
+    held += [f"task.num_val={cfg.num_val} validation"] if not cfg.val_path else []
+    need = (0 if cfg.eval_path else cfg.num_eval) + (0 if cfg.val_path else cfg.num_val) + 1
+    distinct = _distinct(rows)
+    if distinct < need:
+        raise TaskDataError(
+            f"{cfg.path}: too few distinct questions for the splits asked: {distinct} distinct in {len(rows)} rows, "
+            f"the splits need {need} ({' + '.join(held + ['1 to train on'])}; disjoint by question text): "
+            "lower those counts or name task.eval_path / task.val_path")
     if cfg.eval_path:
         test = load_problems(cfg.eval_path, cfg.eval_split, cfg.question_key, cfg.answer_key)[: cfg.num_eval]
     else:
         test, rows = rows[: cfg.num_eval], rows[cfg.num_eval:]
     taken = {p.question for p in test}
+    test_source = cfg.eval_path or cfg.path
     if cfg.val_path:
-        val = [p for p in load_problems(cfg.val_path, cfg.val_split, cfg.question_key, cfg.answer_key)
-               if p.question not in taken][: cfg.num_val]
+        pool = load_problems(cfg.val_path, cfg.val_split, cfg.question_key, cfg.answer_key)
+        val = [p for p in pool if p.question not in taken][: cfg.num_val]
+        if not val:
+            raise TaskDataError(f"{cfg.val_path}: too few distinct questions for the splits asked: all {_distinct(pool)} "
+                                f"distinct questions are test questions (of {test_source}), none left for validation")
     else:
         rows = [p for p in rows if p.question not in taken]
+        if _distinct(rows) < cfg.num_val + 1:
+            raise TaskDataError(
+                f"{cfg.path}: too few distinct questions for the splits asked: {_distinct(rows)} of its {distinct} "
+                f"distinct questions are not test questions (of {test_source}), the splits need {cfg.num_val + 1} "
+                f"(task.num_val={cfg.num_val} validation + 1 to train on)")
         val, rows = rows[: cfg.num_val], rows[cfg.num_val:]
-    if not val:
-        raise TaskDataError(f"{cfg.val_path}: no validation rows left that are not test questions")
     taken |= {p.question for p in val}
     train = [p for p in rows if p.question not in taken]
     if cfg.num_train:
         train = train[: cfg.num_train]
     if not train:
-        raise TaskDataError(f"{cfg.path}: no train rows left after removing validation and test questions")
+        raise TaskDataError(f"{cfg.path}: too few distinct questions for the splits asked: all {distinct} distinct "
+                            "questions are validation or test questions, none left to train on")
     return train, val, test
+
+
+def _distinct(problems: list[Problem]) -> int:
+    return len({p.question for p in problems})
 
 
 def last_boxed(text: str) -> Optional[str]:

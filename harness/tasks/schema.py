@@ -21,6 +21,7 @@ class TaskBase:
     name: str = MISSING  # the TASKS registry entry: arithmetic | math
     system_prompt: Optional[str] = MISSING
     prompt_template: str = MISSING  # "{question}" is replaced by the problem text
+    answer_template: str = MISSING  # trainer=sft's target: "{answer}" is replaced by the reference answer
     num_train: int = MISSING  # train problems (arithmetic: generated; math: first N rows, 0 = all)
     num_val: int = MISSING  # validation problems: eval during training, lr choice in the report
     num_eval: int = MISSING  # test problems: the final eval, the reported accuracy
