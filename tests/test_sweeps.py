@@ -53,7 +53,7 @@ def test_sgd_vs_adamw_is_the_sum_of_the_grids_not_the_product():
     assert sorted({j for job in jobs for j in job if j.startswith("optimizer=")}) == [
         "optimizer=adamw", "optimizer=rmsprop", "optimizer=sgd"]
     adamw_lrs = {j for job in jobs if "optimizer=adamw" in job for j in job if j.startswith("optimizer.lr=")}
-    assert adamw_lrs == {"optimizer.lr=3e-06", "optimizer.lr=1e-05", "optimizer.lr=3e-05"}  # Hydra normalises floats
+    assert adamw_lrs == {"optimizer.lr=1e-05", "optimizer.lr=3e-05", "optimizer.lr=0.0001"}  # Hydra normalises floats
 
 
 def test_expand_command_line_wins_and_dedupes():

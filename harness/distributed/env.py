@@ -29,6 +29,7 @@ from harness.distributed import reduce
 from harness.errors import ConfigError, check
 
 MIN_TORCH = (2, 9)  # FSDP2 gradients are right from 2.9 on
+STRATEGIES = ("none", "fsdp2")
 REDUCE_DTYPES = ("float32", "bfloat16", "float16")
 _PORT_BASE, _PORT_SPAN = 20000, 20000  # SLURM: port = base + job id % span
 
@@ -43,8 +44,8 @@ def check_torch_version(version: str = torch.__version__) -> None:
 
 
 def validate(cfg_dist: Any) -> None:
-    """ConfigError (one line naming the key and allowed values) for a distributed=fsdp2 config that can't
-    run (the STRATEGIES registry's fsdp2 entry calls it; the name itself is the registry's check)."""
+    """ConfigError (one line naming the key and allowed values) for a distributed config that can't run."""
+    check(cfg_dist.strategy in STRATEGIES, "distributed.strategy", cfg_dist.strategy, f"one of {', '.join(STRATEGIES)}")
     check(cfg_dist.reduce_dtype in REDUCE_DTYPES, "distributed.reduce_dtype", cfg_dist.reduce_dtype,
           f"one of {', '.join(REDUCE_DTYPES)}")
     t = cfg_dist.timeout_s
@@ -52,7 +53,8 @@ def validate(cfg_dist: Any) -> None:
           "a number of seconds > 0")
     for key in ("reshard_after_forward", "cpu_offload"):
         check(isinstance(getattr(cfg_dist, key), bool), f"distributed.{key}", getattr(cfg_dist, key), "true or false")
-    check_torch_version()
+    if cfg_dist.strategy == "fsdp2":
+        check_torch_version()
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from harness.results import atomic_write_json
 def _check(cfg: Any) -> None:
     from harness.distributed.env import read_launch, validate
 
-    validate(cfg.distributed)  # reduce dtype, timeout, flags, the torch version
+    validate(cfg.distributed)  # includes the torch version check for fsdp2
     world = read_launch(os.environ).world_size
     check(cfg.rollout.get("generation_dtype") is None, "rollout.generation_dtype", cfg.rollout.get("generation_dtype"),
           "must be null with distributed=fsdp2 (a generation copy would hold the whole model on every rank)")
