@@ -44,10 +44,10 @@ DIFFERENCES = [
 
 def trainer_problems(task: Any, t: Any, seed: int, steps: int) -> list:
     """The prompts of steps 0..steps-1 in the harness trainer's order (its own step_problems)."""
-    from harness.trainer import GRPOTrainer
+    from harness.trainer import Trainer
 
     one = SimpleNamespace(task=task, t=t, seed=seed, dist=SimpleNamespace(world_size=1, rank=0))
-    return [p for s in range(steps) for _, p in GRPOTrainer.step_problems(one, s)]
+    return [p for s in range(steps) for _, p in Trainer.step_problems(one, s)]
 
 
 def compose(overrides: list[str]) -> Any:
