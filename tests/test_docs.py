@@ -64,7 +64,7 @@ def test_strict_build_passes_and_carries_the_plots(tmp_path):
     for rel in images:  # every plot the results page shows is in the built site, and is a PNG
         assert (site / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
     home = (site / "index.html").read_text()
-    assert 'src="assets/sgd_vs_adamw_3seeds_difference.png"' in home
+    assert 'src="assets/rl_vs_sft_5seeds.png"' in home  # the site's home shows the current answer's plot
     # the worked examples are embedded from the files the tests below run, not copied by hand
     extending = re.sub(r"<[^>]+>", "", (site / "extending" / "index.html").read_text())
     assert "class LargestTaskConfig(TaskBase)" in extending and "class Lion(torch.optim.Optimizer)" in extending
@@ -137,6 +137,18 @@ def test_readme_is_a_front_door_whose_links_resolve():
         if anchor:
             headings = re.findall(r"^#+ (.+)$", (ROOT / path).read_text(), flags=re.M)
             assert anchor in {_slug(h) for h in headings}, link
+
+
+def _answer_table(page: str) -> list[str]:
+    section = page.split("## The current answer", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("|")]
+
+
+def test_the_site_home_gives_the_readmes_current_answer():
+    """The README and the site's home page state one answer: the same table, row for row."""
+    readme = _answer_table((ROOT / "README.md").read_text())
+    home = _answer_table((DOCS / "index.md").read_text())
+    assert len(readme) >= 3 and readme == home
 
 
 # ----------------------------------------------------------------------------- the metrics page
