@@ -360,3 +360,23 @@ def _flat(res: dict) -> dict:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness.report", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_reads_several_sweep_folders_as_one(tmp_path: Path) -> None:
+    """Arms run into separate sweep folders are compared in one report: every trial of each folder
+    is read, and the difference to the baseline pairs seeds across folders."""
+    sgd, adamw = tmp_path / "sgd", tmp_path / "adamw"
+    write_trial(sgd / "0", result("sgd", 0.05, 0, 0.5))
+    write_trial(sgd / "1", result("sgd", 0.05, 1, 0.7))
+    write_trial(adamw / "0", result("adamw", 1e-5, 0, 0.4))
+    write_trial(adamw / "1", result("adamw", 1e-5, 1, 0.4))
+    proc = _cli(str(sgd), str(adamw))  # where would it go? it says so, and writes nothing
+    assert proc.returncode == 2 and "--out" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (sgd / "report.md").exists()
+    proc = _cli(str(sgd), str(adamw), "--out", str(tmp_path / "both"))
+    assert proc.returncode == 0, proc.stderr
+    rows = read_csv(tmp_path / "both" / "report.csv")
+    assert rows[("sgd", "0.05")]["n"] == "2" and rows[("adamw", "1e-05")]["n"] == "2"
+    sgd_row = next(line for line in proc.stdout.splitlines() if "| sgd |" in line)
+    assert "+20.0 [" in sgd_row  # 0.6 - 0.4, the two folders' trials paired by seed
+    assert "Sweep report: sgd + adamw" in (tmp_path / "both" / "report.md").read_text()
